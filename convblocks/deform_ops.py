@@ -1,0 +1,154 @@
+"""Deformable convolution as a function, in torchvision's offset/mask layout.
+
+``deform_conv2d`` has the signature of ``torchvision.ops.deform_conv2d`` and two implementations:
+
+- ``"native"``: bilinear sampling (``F.grid_sample``) of every kernel tap into a column tensor, then one
+  batched matmul with the weights. Pure PyTorch: autograd, autocast, float64 and any device work.
+- ``"torchvision"``: torchvision's compiled kernel, run in float32 under autocast.
+
+Offsets are ``(N, 2 * G * kh * kw, H_out, W_out)`` with ``(dy, dx)`` pairs per offset group ``G`` and kernel
+tap (row-major); the mask is ``(N, G * kh * kw, H_out, W_out)``. This is torchvision's and mmcv's layout.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from .conv import IntOrPair, to_pair
+
+IMPLS = ("auto", "native", "torchvision")
+
+
+def _check_shapes(input, offset, weight, mask, out_hw) -> tuple[int, int]:
+    n, c, _, _ = input.shape
+    cout, cin_g, kh, kw = weight.shape
+    if c % cin_g:
+        raise ValueError(f"deform_conv2d: input has {c} channels, not a multiple of weight's {cin_g} per group")
+    k = kh * kw
+    if offset.shape[1] % (2 * k) or offset.shape[1] == 0:
+        raise ValueError(
+            f"deform_conv2d: offset has {offset.shape[1]} channels; expected 2 * offset_groups * {kh} * {kw}"
+        )
+    offset_groups = offset.shape[1] // (2 * k)
+    if c % offset_groups:
+        raise ValueError(f"deform_conv2d: {offset_groups} offset groups do not divide {c} input channels")
+    if tuple(offset.shape[-2:]) != out_hw or offset.shape[0] != n:
+        raise ValueError(
+            f"deform_conv2d: offset has shape {tuple(offset.shape)}, expected ({n}, {offset.shape[1]}, "
+            f"{out_hw[0]}, {out_hw[1]}) for this input, kernel, stride, padding and dilation"
+        )
+    if mask is not None and (mask.shape[1] != offset_groups * k or tuple(mask.shape[-2:]) != out_hw):
+        raise ValueError(
+            f"deform_conv2d: mask has shape {tuple(mask.shape)}, expected ({n}, {offset_groups * k}, "
+            f"{out_hw[0]}, {out_hw[1]})"
+        )
+    return offset_groups, c // cin_g
+
+
+def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def deform_columns(
+    input: torch.Tensor,
+    offset: torch.Tensor,
+    mask: torch.Tensor | None,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> torch.Tensor:
+    """Sampled (and masked) columns ``(N, C * kh * kw, H_out * W_out)``, channel-major like ``F.unfold``.
+
+    Positions are computed in float32 (or float64) whatever the input dtype, so that low-precision
+    offsets never move a sampling point by a rounding error of the absolute coordinate.
+    """
+    n, c, h, w = input.shape
+    kh, kw = kernel_size
+    ho, wo = offset.shape[-2:]
+    k = kh * kw
+    groups = offset.shape[1] // (2 * k)
+    pos_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
+    dev = input.device
+    # Regular sampling grid in input pixels: (K, H_out, W_out) for y and x.
+    ys = (torch.arange(ho, device=dev, dtype=pos_dtype) * stride[0] - padding[0])[None, :, None] + (
+        torch.arange(kh, device=dev, dtype=pos_dtype) * dilation[0]
+    ).repeat_interleave(kw)[:, None, None]
+    xs = (torch.arange(wo, device=dev, dtype=pos_dtype) * stride[1] - padding[1])[None, None, :] + (
+        torch.arange(kw, device=dev, dtype=pos_dtype) * dilation[1]
+    ).repeat(kh)[:, None, None]
+    off = offset.to(pos_dtype).view(n, groups, k, 2, ho, wo)
+    # grid_sample with align_corners=False maps pixel p to (2p + 1) / size - 1; this is valid for size 1 too.
+    gy = (off[:, :, :, 0] + ys) * (2.0 / h) + (1.0 / h - 1.0)
+    gx = (off[:, :, :, 1] + xs) * (2.0 / w) + (1.0 / w - 1.0)
+    grid = torch.stack((gx, gy), dim=-1).view(n * groups, k * ho, wo, 2)
+    sample_in = input.to(pos_dtype).reshape(n * groups, c // groups, h, w)
+    cols = F.grid_sample(sample_in, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if mask is not None:  # (N*G, C/G, K*H_out, W_out) * (N*G, 1, K*H_out, W_out)
+        cols = cols * mask.to(pos_dtype).reshape(n * groups, 1, k * ho, wo)
+    return cols.view(n, c * k, ho * wo)
+
+
+def _native(input, offset, weight, bias, stride, padding, dilation, mask, out_hw, groups):
+    n, c = input.shape[:2]
+    cout, cin_g, kh, kw = weight.shape
+    cols = deform_columns(input, offset, mask, (kh, kw), stride, padding, dilation)
+    compute_dtype = (
+        torch.get_autocast_dtype(input.device.type) if torch.is_autocast_enabled(input.device.type) else weight.dtype
+    )
+    cols = cols.to(compute_dtype)
+    w = weight.to(compute_dtype).reshape(groups, cout // groups, cin_g * kh * kw)
+    out = torch.matmul(w, cols.view(n, groups, cin_g * kh * kw, -1))  # (N, g, C_out/g, L)
+    out = out.reshape(n, cout, out_hw[0], out_hw[1])
+    if bias is not None:
+        out = out + bias.to(out.dtype).view(1, -1, 1, 1)
+    return out
+
+
+def _torchvision(input, offset, weight, bias, stride, padding, dilation, mask):
+    dev = input.device.type
+    if torch.is_autocast_enabled(dev) or len({t.dtype for t in (input, offset, weight) if t is not None}) > 1:
+        # torchvision's kernel needs one dtype; run it in float32 and hand back the input's dtype.
+        with torch.autocast(dev, enabled=False):
+            f = lambda t: None if t is None else t.float()  # noqa: E731
+            out = torchvision.ops.deform_conv2d(
+                f(input), f(offset), f(weight), f(bias), stride, padding, dilation, f(mask)
+            )
+        return out.to(input.dtype)
+    return torchvision.ops.deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask)
+
+
+def deform_conv2d(
+    input: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+    mask: torch.Tensor | None = None,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """Deformable convolution (v1; v2 when ``mask`` is given) with externally supplied offsets.
+
+    ``input (N, C, H, W)``, ``offset (N, 2·G·kh·kw, H_out, W_out)``, ``weight (C_out, C/groups, kh, kw)``,
+    ``mask (N, G·kh·kw, H_out, W_out)`` → ``(N, C_out, H_out, W_out)``. Groups and offset groups are
+    inferred from the shapes, as in torchvision. ``impl``: ``"auto"`` (native on CPU, torchvision's
+    kernel elsewhere), ``"native"`` or ``"torchvision"``.
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+    stride, padding, dilation = to_pair(stride), to_pair(padding), to_pair(dilation)
+    kh, kw = weight.shape[-2:]
+    out_hw = (
+        _out_size(input.shape[-2], kh, stride[0], padding[0], dilation[0]),
+        _out_size(input.shape[-1], kw, stride[1], padding[1], dilation[1]),
+    )
+    _, groups = _check_shapes(input, offset, weight, mask, out_hw)
+    if impl == "auto":
+        impl = "native" if input.device.type == "cpu" else "torchvision"
+    if impl == "native":
+        return _native(input, offset, weight, bias, stride, padding, dilation, mask, out_hw, groups)
+    return _torchvision(input, offset, weight, bias, stride, padding, dilation, mask)

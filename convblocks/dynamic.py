@@ -1,0 +1,158 @@
+"""Dynamic convolution (Chen et al., CVPR 2020): K kernels mixed per sample by input-dependent attention.
+
+``π = softmax(FC(ReLU(FC(avgpool(x)))) / τ)``, ``y = conv(x, Σ_k π_k W_k) + Σ_k π_k b_k``. τ starts high
+(paper: 30, near-uniform attention) and is annealed to 1 over the first epochs with ``set_temperature``.
+
+Three equivalent formulations, selected by ``impl``:
+
+- ``"grouped"``: aggregate the kernels per sample, then one grouped conv with the batch folded into the
+  groups (cheap for few samples; the batch size becomes part of a traced or exported graph).
+- ``"mixture"``: one conv with all K kernels, outputs mixed by π (K× the conv FLOPs, no per-sample
+  weights, so a traced or exported graph accepts any batch size).
+- ``"auto"``: ``"mixture"`` while tracing or compiling, else ``"grouped"``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .conv import IntOrPair, check_groups, conv_geometry
+from .registry import register_block
+
+DYNAMIC_IMPLS = ("auto", "grouped", "mixture")
+
+
+@register_block("dynamic")
+class DynamicConv2d(nn.Module):
+    """Dynamic conv: attention over K kernels (default 4), aggregated per sample."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntOrPair = 3,
+        stride: IntOrPair = 1,
+        padding: IntOrPair | None = None,
+        dilation: IntOrPair = 1,
+        groups: int = 1,
+        bias: bool = True,
+        num_kernels: int = 4,
+        reduction: int = 4,
+        temperature: float = 30.0,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        check_groups(in_channels, out_channels, groups, "dynamic")
+        if num_kernels < 1 or reduction < 1:
+            raise ValueError(f"num_kernels and reduction must be >= 1, got {num_kernels}, {reduction}")
+        if impl not in DYNAMIC_IMPLS:
+            raise ValueError(f"impl must be one of {', '.join(DYNAMIC_IMPLS)}, got {impl!r}")
+        self.kernel_size, self.stride, self.padding, self.dilation = conv_geometry(
+            kernel_size, stride, padding, dilation
+        )
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.num_kernels, self.impl = num_kernels, impl
+        kh, kw = self.kernel_size
+        self.weight = nn.Parameter(torch.empty(num_kernels, out_channels, in_channels // groups, kh, kw))
+        self.bias = nn.Parameter(torch.empty(num_kernels, out_channels)) if bias else None
+        hidden = max(in_channels // reduction, 4)
+        self.fc1 = nn.Linear(in_channels, hidden)
+        self.fc2 = nn.Linear(hidden, num_kernels)
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Each kernel gets ``nn.Conv2d``'s default init independently (as in the paper)."""
+        bound = 1.0 / math.sqrt(self.weight[0, 0].numel())
+        for k in range(self.num_kernels):
+            nn.init.kaiming_uniform_(self.weight[k], a=math.sqrt(5))
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def set_temperature(self, tau: float) -> None:
+        """Set the softmax temperature τ (the training loop anneals it, e.g. 30 → 1)."""
+        self.temperature.fill_(float(tau))
+
+    @torch.no_grad()
+    def load_from_conv(self, conv: nn.Conv2d) -> bool:
+        """All K kernels (and biases) = the conv's: the output is ``conv``'s whatever the attention."""
+        self.weight.copy_(conv.weight.unsqueeze(0).expand_as(self.weight))
+        if self.bias is not None:
+            src = conv.bias if conv.bias is not None else torch.zeros_like(self.bias[0])
+            self.bias.copy_(src.unsqueeze(0).expand_as(self.bias))
+        return True
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample kernel attention ``(N, K)``, rows sum to 1; depends only on that sample."""
+        z = self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3)))))
+        low_precision = z.dtype in (torch.float16, torch.bfloat16)
+        pi = torch.softmax(z.float() / self.temperature if low_precision else z / self.temperature, dim=1)
+        return pi.to(self.weight.dtype)
+
+    def _aggregated_bias(self, pi: torch.Tensor) -> torch.Tensor | None:
+        return None if self.bias is None else pi @ self.bias  # (N, C_out)
+
+    def forward_grouped(self, x: torch.Tensor, pi: torch.Tensor) -> torch.Tensor:
+        """Per-sample kernels, batch folded into conv groups: ``(N, C_in, H, W) → (N, C_out, H', W')``."""
+        n, c, h, w = x.shape
+        weight = (pi @ self.weight.flatten(1)).view(n * self.out_channels, *self.weight.shape[2:])
+        bias = self._aggregated_bias(pi)
+        out = F.conv2d(
+            x.reshape(1, n * c, h, w),
+            weight,
+            None if bias is None else bias.flatten(),
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups * n,
+        )
+        return out.view(n, self.out_channels, *out.shape[-2:])
+
+    def forward_mixture(self, x: torch.Tensor, pi: torch.Tensor) -> torch.Tensor:
+        """All K kernels in one conv, outputs mixed by π; no batch size in the graph."""
+        k, g = self.num_kernels, self.groups
+        cout_g = self.out_channels // g
+        # Output channels of a grouped conv are grouped: order them (group, kernel, channel).
+        weight = self.weight.view(k, g, cout_g, *self.weight.shape[2:]).transpose(0, 1).flatten(0, 2)
+        out = F.conv2d(x, weight, None, self.stride, self.padding, self.dilation, g)
+        out = out.unflatten(1, (g, k, cout_g))  # (N, g, K, C_out/g, H', W')
+        out = (out * pi.to(out.dtype)[:, None, :, None, None, None]).sum(dim=2).flatten(1, 2)
+        bias = self._aggregated_bias(pi)
+        return out if bias is None else out + bias.to(out.dtype)[:, :, None, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C_in, H, W) → (N, C_out, H_out, W_out)``, as ``nn.Conv2d`` with the same arguments."""
+        pi = self.attention(x)
+        impl = self.impl
+        if impl == "auto":
+            exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()
+            impl = "mixture" if exporting else "grouped"
+        if impl == "mixture":
+            return self.forward_mixture(x, pi)
+        return self.forward_grouped(x, pi)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
+            f"bias={self.bias is not None}, num_kernels={self.num_kernels}, impl={self.impl!r}"
+        )
+
+
+def temperature_schedule(epoch: float, anneal_epochs: float = 10.0, start: float = 30.0, end: float = 1.0) -> float:
+    """Linear τ annealing from ``start`` to ``end`` over the first ``anneal_epochs`` (paper: 30 → 1, 10)."""
+    if anneal_epochs <= 0 or epoch >= anneal_epochs:
+        return end
+    return start + (end - start) * max(epoch, 0.0) / anneal_epochs
+
+
+def set_temperature(model: nn.Module, tau: float) -> int:
+    """Set τ on every dynamic conv in ``model``; returns how many were set."""
+    blocks = [m for m in model.modules() if isinstance(m, DynamicConv2d)]
+    for m in blocks:
+        m.set_temperature(tau)
+    return len(blocks)

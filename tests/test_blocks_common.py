@@ -1,0 +1,68 @@
+"""What every registered block must survive: autocast, tracing, state_dict round trips."""
+
+import pytest
+import torch
+
+from convblocks import build_block, list_blocks
+
+ALL = sorted(list_blocks())
+
+
+def make(name, seed=0):
+    torch.manual_seed(seed)
+    return build_block(name, in_channels=64, out_channels=64)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_bf16_autocast_cpu_close_to_float32(name):
+    block = make(name).eval()
+    x = torch.randn(2, 64, 12, 10)
+    with torch.no_grad():
+        ref = block(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = block(x)
+    assert out.shape == ref.shape and torch.isfinite(out).all()
+    assert (out.float() - ref).abs().max() <= 0.05 * ref.abs().max() + 1e-3
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_bf16_autocast_backward(name):
+    block = make(name).train()
+    x = torch.randn(2, 64, 10, 10, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = block(x).float().square().mean()
+    loss.backward()
+    assert torch.isfinite(x.grad).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in block.parameters())
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("name", ALL)
+def test_jit_trace_matches_eager(name):
+    block = make(name).eval()
+    x = torch.randn(2, 64, 12, 10)
+    with torch.no_grad():
+        traced = torch.jit.trace(block, x, check_trace=False)
+        torch.testing.assert_close(traced(x), block(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_state_dict_round_trip(name):
+    a, b = make(name, seed=0).eval(), make(name, seed=1).eval()
+    x = torch.randn(2, 64, 9, 11)
+    assert not torch.allclose(a(x), b(x))
+    b.load_state_dict(a.state_dict())
+    torch.testing.assert_close(b(x), a(x), rtol=0, atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL)
+def test_torch_compile_matches_eager(name):
+    block = make(name).train()
+    compiled = torch.compile(block)
+    x = torch.randn(2, 64, 12, 10, requires_grad=True)
+    out, ref = compiled(x), block(x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    g1 = torch.autograd.grad(out.square().sum(), x)[0]
+    g2 = torch.autograd.grad(ref.square().sum(), x)[0]
+    torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,101 @@
+"""Dynamic convolution against a naive per-sample loop; batch independence; export formulation."""
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from convblocks import DynamicConv2d, set_temperature, temperature_schedule
+
+
+def naive(block: DynamicConv2d, x: torch.Tensor) -> torch.Tensor:
+    """One sample at a time: attention, aggregate the K kernels, F.conv2d."""
+    outs = []
+    for xi in x:
+        xi = xi[None]
+        pooled = xi.mean(dim=(2, 3))
+        z = block.fc2(F.relu(block.fc1(pooled)))
+        pi = torch.softmax(z / block.temperature, dim=1)[0]
+        w = sum(pi[k] * block.weight[k] for k in range(block.num_kernels))
+        b = None if block.bias is None else sum(pi[k] * block.bias[k] for k in range(block.num_kernels))
+        outs.append(F.conv2d(xi, w, b, block.stride, block.padding, block.dilation, block.groups))
+    return torch.cat(outs)
+
+
+def make(impl="auto", groups=2, **kw):
+    torch.manual_seed(0)
+    block = DynamicConv2d(8, 12, 3, stride=2, dilation=1, groups=groups, impl=impl, temperature=2.0, **kw)
+    nn.init.normal_(block.fc2.weight, std=2.0)  # peaked attention: kernels really differ per sample
+    return block
+
+
+@pytest.mark.parametrize("impl", ["grouped", "mixture"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_equals_naive_per_sample_loop(impl, mode):
+    block = make(impl)
+    block.train(mode == "train")
+    x = torch.randn(5, 8, 9, 11)
+    torch.testing.assert_close(block(x), naive(block, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["grouped", "mixture"])
+def test_gradients_equal_naive(impl):
+    block = make(impl, groups=1)
+    x = torch.randn(3, 8, 7, 6, requires_grad=True)
+    go = torch.randn(3, 12, 4, 3)
+    params = [x, block.weight, block.bias, block.fc1.weight, block.fc2.weight]
+    g_fast = torch.autograd.grad(block(x), params, go)
+    g_ref = torch.autograd.grad(naive(block, x), params, go)
+    for a, b in zip(g_fast, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_shuffling_batch_shuffles_outputs_identically():
+    block = make("grouped").train()
+    x = torch.randn(6, 8, 10, 10)
+    perm = torch.randperm(6)
+    torch.testing.assert_close(block(x)[perm], block(x[perm]), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(block(x[:1]), block(x)[:1], rtol=1e-5, atol=1e-5)  # batch 1 = its row
+
+
+def test_attention_is_softmax_over_k_and_temperature_flattens_it():
+    block = make()
+    x = torch.randn(4, 8, 6, 6)
+    pi = block.attention(x)
+    assert pi.shape == (4, block.num_kernels)
+    torch.testing.assert_close(pi.sum(1), torch.ones(4))
+    block.set_temperature(1e6)
+    torch.testing.assert_close(block.attention(x), torch.full((4, 4), 0.25), rtol=1e-4, atol=1e-4)
+
+
+def test_temperature_schedule_and_model_setter():
+    assert temperature_schedule(0) == 30.0 and temperature_schedule(5) == pytest.approx(15.5)
+    assert temperature_schedule(10) == 1.0 and temperature_schedule(50) == 1.0
+    model = nn.Sequential(make(), nn.ReLU(), DynamicConv2d(12, 4, 1))
+    assert set_temperature(model, 7.0) == 2
+    assert model[0].temperature.item() == 7.0 and model[2].temperature.item() == 7.0
+    assert "temperature" in model[2].state_dict()  # a saved model evaluates with its own τ
+
+
+def test_load_from_conv_is_exact_whatever_the_attention():
+    conv = nn.Conv2d(8, 12, 3, stride=2, padding=1, groups=2)
+    block = make()
+    assert block.load_from_conv(conv)
+    x = torch.randn(3, 8, 9, 9)
+    torch.testing.assert_close(block(x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+def test_mixture_traces_without_baking_batch_size():
+    block = make("mixture").eval()
+    traced = torch.jit.trace(block, torch.randn(2, 8, 9, 9), check_trace=False)
+    x = torch.randn(5, 8, 9, 9)
+    torch.testing.assert_close(traced(x), block(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(traced(x), make("grouped").eval()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_auto_exports_with_dynamic_batch():
+    block = make("auto").eval()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    ep = torch.export.export(block, (torch.randn(2, 8, 9, 9),), dynamic_shapes=({0: batch},))
+    x = torch.randn(7, 8, 9, 9)
+    torch.testing.assert_close(ep.module()(x), block(x), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,257 @@
+"""Benchmark every conv block against a plain 3×3 conv and against its peers, in the same run.
+
+Per feature-map shape: parameters, forward GFLOPs (torch.utils.flop_counter: convs and matmuls), the
+memory autograd keeps for backward, median forward (eval, no grad) and forward+backward times, each as
+a ratio to the plain conv and to the block's peer. Timings are taken round-robin (one iteration of every
+candidate per round) so that load drifting on the machine hits all candidates alike.
+
+    python tools/bench_blocks.py                      # CPU, default shapes, JSON to runs/bench_blocks.json
+    python tools/bench_blocks.py --device cuda --out runs/bench_blocks_cuda.json
+    python tools/bench_blocks.py --quick              # small shapes, few repeats (make demo)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_peers import PEERS  # noqa: E402
+
+import convblocks  # noqa: E402
+
+# label → (factory(channels) -> module, peer label)
+CANDIDATES: dict[str, tuple[Callable[[int], nn.Module], str | None]] = {
+    "conv": (lambda c: convblocks.build_block("conv", in_channels=c, out_channels=c), None),
+    "coordconv": (
+        lambda c: convblocks.build_block("coordconv", in_channels=c, out_channels=c),
+        "ref_coordconv_rebuild",
+    ),
+    "deform": (lambda c: convblocks.build_block("deform", in_channels=c, out_channels=c), "tv_dcnv2"),
+    "dcnv2": (lambda c: convblocks.build_block("dcnv2", in_channels=c, out_channels=c), "tv_dcnv2"),
+    "dynamic": (
+        lambda c: convblocks.build_block("dynamic", in_channels=c, out_channels=c),
+        "ref_dynamic_batchgroups",
+    ),
+    "dynamic[mixture]": (
+        lambda c: convblocks.build_block("dynamic", in_channels=c, out_channels=c, impl="mixture"),
+        "ref_dynamic_batchgroups",
+    ),
+    "pyconv": (
+        lambda c: convblocks.build_block("pyconv", in_channels=c, out_channels=c, levels=4),
+        "ref_pyconv4_grouped",
+    ),
+}
+CANDIDATES.update({name: (lambda c, cls=cls: cls(c, c), None) for name, cls in PEERS.items()})
+DEFAULT_SHAPES = ["16x64x64x48", "16x256x16x12"]
+QUICK_SHAPES = ["4x64x32x24", "4x128x16x12"]
+
+
+def parse_shape(text: str) -> tuple[int, int, int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"shape '{text}' must look like NxCxHxW, e.g. 16x64x64x48")
+    n, c, h, w = (int(p) for p in parts)
+    return n, c, h, w
+
+
+def forward_flops(module: nn.Module, x: torch.Tensor) -> int:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(x)
+    return counter.get_total_flops()
+
+
+def saved_for_backward_bytes(module: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of distinct tensors autograd keeps between forward and backward (activation memory)."""
+    seen: dict[tuple[int, int], int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if not isinstance(t, nn.Parameter) and t.data_ptr() != x.data_ptr():
+            seen[(t.untyped_storage().data_ptr(), t.device.index or 0)] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x)
+    return sum(seen.values())
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_steps(module: nn.Module, x: torch.Tensor, xg: torch.Tensor, device: torch.device, amp: bool):
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+
+    def forward() -> None:
+        with torch.no_grad(), autocast():
+            module(x)
+
+    def train_step() -> None:
+        with autocast():
+            out = module(xg)
+        out.float().sum().backward()
+
+    return forward, train_step
+
+
+def bench_shape(shape, names, device, reps, warmup, channels_last, compile_, amp) -> list[dict]:
+    n, c, h, w = shape
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(n, c, h, w, device=device).contiguous(memory_format=fmt)
+    xg = x.clone().requires_grad_()
+    rows, steps = [], {}
+    for name in names:
+        factory, peer = CANDIDATES[name]
+        module = factory(c).to(device).to(memory_format=fmt)
+        params = sum(p.numel() for p in module.parameters())
+        flops = forward_flops(module.eval(), x)
+        module.train()
+        act = saved_for_backward_bytes(module, xg)
+        run = torch.compile(module) if compile_ else module
+        steps[name] = make_steps(run, x, xg, device, amp)
+        rows.append(
+            {
+                "shape": list(shape),
+                "block": name,
+                "peer": peer,
+                "params": params,
+                "gflops": flops / 1e9,
+                "saved_mb": act / 2**20,
+                "fwd_times": [],
+                "train_times": [],
+            }
+        )
+    for phase, key in ((0, "fwd_times"), (1, "train_times")):
+        for name in names:  # warm-up (and compilation) outside the timed rounds
+            for _ in range(warmup):
+                steps[name][phase]()
+        for _ in range(reps):
+            for name, row in zip(names, rows, strict=True):
+                step = steps[name][phase]
+                if phase == 1:
+                    xg.grad = None
+                sync(device)
+                t0 = time.perf_counter()
+                step()
+                sync(device)
+                row[key].append(time.perf_counter() - t0)
+    if device.type == "cuda":
+        for name, row in zip(names, rows, strict=True):
+            torch.cuda.reset_peak_memory_stats()
+            steps[name][1]()
+            sync(device)
+            row["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    by_name = {r["block"]: r for r in rows}
+    base = by_name.get("conv")
+    for r in rows:
+        r["fwd_ms"] = 1e3 * statistics.median(r["fwd_times"])
+        r["train_ms"] = 1e3 * statistics.median(r["train_times"])
+    for r in rows:
+        if base is not None:
+            r["fwd_x_conv"] = r["fwd_ms"] / base["fwd_ms"]
+            r["train_x_conv"] = r["train_ms"] / base["train_ms"]
+        peer = by_name.get(r["peer"]) if r["peer"] else None
+        if peer is not None:
+            r["train_x_peer"] = r["train_ms"] / peer["train_ms"]
+            r["fwd_x_peer"] = r["fwd_ms"] / peer["fwd_ms"]
+    return rows
+
+
+def machine_info(device: torch.device) -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def format_table(rows: list[dict]) -> str:
+    head = (
+        f"{'shape':>14} {'block':<24} {'params':>9} {'GFLOPs':>7} {'saved MB':>8} {'fwd ms':>8} {'x conv':>7} "
+        f"{'f+b ms':>9} {'x conv':>7} {'peer':<24} {'x peer':>7}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        shape = "x".join(map(str, r["shape"]))
+        peer = r["peer"] or ""
+        xp = f"{r['train_x_peer']:.2f}" if "train_x_peer" in r else ""
+        lines.append(
+            f"{shape:>14} {r['block']:<24} {r['params']:>9} {r['gflops']:>7.2f} {r['saved_mb']:>8.1f} "
+            f"{r['fwd_ms']:>8.1f} {r.get('fwd_x_conv', float('nan')):>7.2f} {r['train_ms']:>9.1f} "
+            f"{r.get('train_x_conv', float('nan')):>7.2f} {peer:<24} {xp:>7}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", nargs="+", help=f"NxCxHxW (default {' '.join(DEFAULT_SHAPES)})")
+    parser.add_argument("--blocks", nargs="+", default=list(CANDIDATES), help="subset of candidates")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--reps", type=int, default=None, help="timed rounds (median reported)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every candidate")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast")
+    parser.add_argument("--quick", action="store_true", help="small shapes, 3 rounds (smoke run)")
+    parser.add_argument("--out", default="runs/bench_blocks.json")
+    args = parser.parse_args(argv)
+    try:
+        shapes = [parse_shape(s) for s in (args.shapes or (QUICK_SHAPES if args.quick else DEFAULT_SHAPES))]
+        unknown = [b for b in args.blocks if b not in CANDIDATES]
+        if unknown:
+            raise ValueError(f"unknown candidate(s) {unknown}; choose from {', '.join(CANDIDATES)}")
+        device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda given but no CUDA device is available; use --device cpu")
+    except ValueError as exc:
+        print(f"bench_blocks: {exc}", file=sys.stderr)
+        return 2
+    names = ["conv"] + [b for b in args.blocks if b != "conv"]
+    reps = args.reps or (3 if args.quick else 7)
+    rows = []
+    for shape in shapes:
+        rows += bench_shape(shape, names, device, reps, args.warmup, args.channels_last, args.compile, args.amp)
+        print(format_table([r for r in rows if r["shape"] == list(shape)]), flush=True)
+        print()
+    report = {
+        "command": " ".join(["python", "tools/bench_blocks.py", *(argv or sys.argv[1:])]),
+        "machine": machine_info(device),
+        "reps": reps,
+        "options": {"channels_last": args.channels_last, "compile": args.compile, "amp": args.amp},
+        "results": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
