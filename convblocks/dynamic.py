@@ -7,6 +7,8 @@ Three equivalent formulations, selected by ``impl``:
 
 - ``"grouped"``: aggregate the kernels per sample, then one grouped conv with the batch folded into the
   groups (cheap for few samples; the batch size becomes part of a traced or exported graph).
+- ``"unfold"``: aggregate the kernels per sample, then im2col (``F.unfold``) and one batched matmul
+  (fast on CPU for small feature maps, where a conv with many groups is slow).
 - ``"mixture"``: one conv with all K kernels, outputs mixed by π (K× the conv FLOPs, no per-sample
   weights, so a traced or exported graph accepts any batch size).
 - ``"auto"``: ``"mixture"`` while tracing or compiling, else ``"grouped"``.
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 from .conv import IntOrPair, check_groups, conv_geometry
 from .registry import register_block
 
-DYNAMIC_IMPLS = ("auto", "grouped", "mixture")
+DYNAMIC_IMPLS = ("auto", "grouped", "unfold", "mixture")
 
 
 @register_block("dynamic")
@@ -112,6 +114,17 @@ class DynamicConv2d(nn.Module):
         )
         return out.view(n, self.out_channels, *out.shape[-2:])
 
+    def forward_unfold(self, x: torch.Tensor, pi: torch.Tensor) -> torch.Tensor:
+        """Per-sample kernels applied by im2col + batched matmul: ``(N, C_in, H, W) → (N, C_out, H', W')``."""
+        n, g = x.shape[0], self.groups
+        ho = (x.shape[2] + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1
+        wo = (x.shape[3] + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[1] + 1
+        weight = (pi @ self.weight.flatten(1)).view(n, g, self.out_channels // g, -1)  # (N, g, C_out/g, C_in/g·k²)
+        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (N, C_in·k², L)
+        out = torch.matmul(weight, cols.view(n, g, -1, cols.shape[-1])).view(n, self.out_channels, ho, wo)
+        bias = self._aggregated_bias(pi)
+        return out if bias is None else out + bias.to(out.dtype)[:, :, None, None]
+
     def forward_mixture(self, x: torch.Tensor, pi: torch.Tensor) -> torch.Tensor:
         """All K kernels in one conv, outputs mixed by π; no batch size in the graph."""
         k, g = self.num_kernels, self.groups
@@ -133,6 +146,8 @@ class DynamicConv2d(nn.Module):
             impl = "mixture" if exporting else "grouped"
         if impl == "mixture":
             return self.forward_mixture(x, pi)
+        if impl == "unfold":
+            return self.forward_unfold(x, pi)
         return self.forward_grouped(x, pi)
 
     def extra_repr(self) -> str:

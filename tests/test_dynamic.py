@@ -29,7 +29,7 @@ def make(impl="auto", groups=2, **kw):
     return block
 
 
-@pytest.mark.parametrize("impl", ["grouped", "mixture"])
+@pytest.mark.parametrize("impl", ["grouped", "unfold", "mixture"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_equals_naive_per_sample_loop(impl, mode):
     block = make(impl)
@@ -38,7 +38,7 @@ def test_equals_naive_per_sample_loop(impl, mode):
     torch.testing.assert_close(block(x), naive(block, x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["grouped", "mixture"])
+@pytest.mark.parametrize("impl", ["grouped", "unfold", "mixture"])
 def test_gradients_equal_naive(impl):
     block = make(impl, groups=1)
     x = torch.randn(3, 8, 7, 6, requires_grad=True)
