@@ -1,0 +1,208 @@
+"""Top-down COCO keypoint dataset: one sample per person box (GT boxes or a detection-results file).
+
+Sample: {"image": (3, H, W) float32 ImageNet-normalised crop, "heatmap": (K, h, w), "target_weight": (K,),
+"keypoints": (K, 3) [x, y, v] in crop pixels, "meta": {image_id, ann_id, center (2,), scale (2,), rotation,
+flip, score, inv_affine (2, 3) crop -> image}}. Default collate batches it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from data.augment import CropParams, TopDownAugment, TopDownAugmentConfig
+from data.coco_io import load_coco, load_detections, read_image
+from data.errors import DataError
+from data.heatmap import HeatmapCodec
+from data.keypoint_meta import KeypointMeta
+from data.transforms import apply_affine, box_to_center_scale, crop_affine, invert_affine, warp_image
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def normalize_image(image: np.ndarray) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> float32 tensor (3, H, W) normalised with ImageNet mean/std."""
+    x = (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+@dataclass(frozen=True)
+class PersonInstance:
+    """One person to crop: its image, box centre/scale, GT keypoints (K, 3) (zeros for detections), score."""
+
+    image_id: int
+    path: Path
+    center: np.ndarray
+    scale: np.ndarray
+    keypoints: np.ndarray
+    score: float
+    ann_id: int = -1
+
+
+def clip_box(box: list[float], width: int, height: int) -> list[float] | None:
+    """Clip a COCO [x, y, w, h] box to the image; None when nothing of positive size is left."""
+    x, y, w, h = box
+    x1, y1 = max(0.0, x), max(0.0, y)
+    x2, y2 = min(float(width), x + max(0.0, w)), min(float(height), y + max(0.0, h))
+    if x2 - x1 <= 0 or y2 - y1 <= 0:
+        return None
+    return [x1, y1, x2 - x1, y2 - y1]
+
+
+class CocoKeypointDataset(Dataset):
+    """Top-down person crops from a COCO keypoint file; boxes from GT or from `det_file` (evaluation).
+
+    Skips (counted in `self.skipped`, logged once): crowd and zero-keypoint GT persons, degenerate boxes,
+    detections under `det_score_thr`, and images missing on disk when `missing_images="skip"`.
+    """
+
+    def __init__(
+        self,
+        ann_file: str | Path,
+        image_dir: str | Path,
+        input_size: tuple[int, int] = (256, 192),
+        codec: HeatmapCodec | None = None,
+        det_file: str | Path | None = None,
+        det_score_thr: float = 0.0,
+        augment: TopDownAugmentConfig | dict[str, Any] | None = None,
+        missing_images: Literal["error", "skip"] = "error",
+        padding: float = 1.25,
+    ) -> None:
+        if missing_images not in ("error", "skip"):
+            raise DataError(f"missing_images must be 'error' or 'skip', got {missing_images!r}")
+        self.coco = load_coco(ann_file)
+        self.image_dir = Path(image_dir)
+        if not self.image_dir.is_dir():
+            raise DataError(f"image_dir {str(self.image_dir)!r} is not a directory; point it at the image folder")
+        cats = self.coco.dataset["categories"]
+        category = next((c for c in cats if c.get("keypoints")), cats[0] if cats else {"id": 1})
+        self.meta = KeypointMeta.from_category(category)
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.aspect_ratio = self.input_size[1] / self.input_size[0]
+        self.padding = padding
+        self.codec = codec or HeatmapCodec(self.input_size)
+        if self.codec.input_size != self.input_size:
+            raise DataError(f"codec input size {self.codec.input_size} differs from dataset input {self.input_size}")
+        if isinstance(augment, dict):
+            augment = TopDownAugmentConfig.from_dict(augment)
+        self.augment = TopDownAugment(augment, self.meta, self.aspect_ratio) if augment else None
+        self.flip_index = self.meta.flip_index()
+        self.skipped: Counter[str] = Counter()
+        self._missing: set[int] = set()
+        self._check_images(missing_images)
+        if det_file is None:
+            self.instances = self._gt_instances()
+        else:
+            self.instances = self._det_instances(det_file, det_score_thr)
+        if self.skipped:
+            log.info("%s: %d instances, skipped %s", Path(ann_file).name, len(self.instances), dict(self.skipped))
+
+    def _image_path(self, image_id: int) -> Path:
+        return self.image_dir / self.coco.imgs[image_id]["file_name"]
+
+    def _check_images(self, policy: str) -> None:
+        self._missing = {i for i in self.coco.imgs if not self._image_path(i).is_file()}
+        if not self._missing:
+            return
+        example = self._image_path(min(self._missing))
+        if policy == "error":
+            raise DataError(
+                f"{len(self._missing)} of {len(self.coco.imgs)} images are missing under {str(self.image_dir)!r} "
+                f"(e.g. {example.name}); fix image_dir or pass missing_images='skip'"
+            )
+        log.warning("skipping %d images missing under %s (e.g. %s)", len(self._missing), self.image_dir, example.name)
+
+    def _box_center_scale(self, image_id: int, box: list[float], reason: str) -> tuple[np.ndarray, np.ndarray] | None:
+        img = self.coco.imgs[image_id]
+        clipped = clip_box(box, img["width"], img["height"])
+        if clipped is None:
+            self.skipped[reason] += 1
+            return None
+        return box_to_center_scale(clipped, self.aspect_ratio, self.padding)
+
+    def _gt_instances(self) -> list[PersonInstance]:
+        k = self.meta.num_keypoints
+        out = []
+        for image_id in sorted(self.coco.imgs):
+            ann_ids = self.coco.getAnnIds(imgIds=[image_id], catIds=[self.meta.category_id])
+            if image_id in self._missing:
+                self.skipped["missing_image"] += len(ann_ids)
+                continue
+            for ann in self.coco.loadAnns(ann_ids):
+                kpts = np.asarray(ann.get("keypoints") or [0.0] * 3 * k, dtype=np.float64).reshape(k, 3)
+                if ann.get("iscrowd", 0):
+                    self.skipped["crowd"] += 1
+                    continue
+                if not (kpts[:, 2] > 0).any():
+                    self.skipped["no_visible_keypoints"] += 1
+                    continue
+                cs = self._box_center_scale(image_id, ann["bbox"], "degenerate_box")
+                if cs is None:
+                    continue
+                out.append(PersonInstance(image_id, self._image_path(image_id), *cs, kpts, 1.0, int(ann["id"])))
+        return out
+
+    def _det_instances(self, det_file: str | Path, thr: float) -> list[PersonInstance]:
+        zeros = np.zeros((self.meta.num_keypoints, 3))
+        out = []
+        for det in load_detections(det_file, self.coco, self.meta.category_id):
+            if det["image_id"] in self._missing:
+                self.skipped["missing_image"] += 1
+                continue
+            if det["score"] < thr:
+                self.skipped["below_score_threshold"] += 1
+                continue
+            cs = self._box_center_scale(det["image_id"], det["bbox"], "degenerate_box")
+            if cs is not None:
+                out.append(
+                    PersonInstance(det["image_id"], self._image_path(det["image_id"]), *cs, zeros, float(det["score"]))
+                )
+        return out
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        inst = self.instances[index]
+        image = read_image(inst.path)
+        crop = CropParams(inst.center, inst.scale)
+        rng = None
+        if self.augment is not None:
+            # Seeded from torch so each DataLoader worker draws different augmentations.
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
+            crop = self.augment.sample(crop, inst.keypoints, rng)
+        matrix = crop_affine(crop.center, crop.scale, self.input_size, crop.rotation, crop.flip)
+        patch = warp_image(image, matrix, self.input_size)
+        kpts = np.concatenate([apply_affine(inst.keypoints[:, :2], matrix), inst.keypoints[:, 2:]], axis=1)
+        if crop.flip:
+            kpts = kpts[self.flip_index]
+        if rng is not None:
+            patch = self.augment.color(patch, rng)
+        heatmap, weight = self.codec.encode(kpts[:, :2], kpts[:, 2])
+        meta = {
+            "image_id": inst.image_id,
+            "ann_id": inst.ann_id,
+            "center": torch.from_numpy(np.asarray(crop.center, dtype=np.float64)),
+            "scale": torch.from_numpy(np.asarray(crop.scale, dtype=np.float64)),
+            "rotation": float(crop.rotation),
+            "flip": bool(crop.flip),
+            "score": float(inst.score),
+            "inv_affine": torch.from_numpy(invert_affine(matrix)),
+        }
+        return {
+            "image": normalize_image(patch),
+            "heatmap": torch.from_numpy(heatmap),
+            "target_weight": torch.from_numpy(weight),
+            "keypoints": torch.from_numpy(kpts.astype(np.float32)),
+            "meta": meta,
+        }

@@ -1,0 +1,107 @@
+"""Augmentation: dict config validation, keypoint-consistent geometry, flip swaps, detection boxes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from data import (
+    CocoDetectionDataset,
+    CocoKeypointDataset,
+    DataError,
+    DetectionAugmentConfig,
+    SynthConfig,
+    TopDownAugmentConfig,
+    crop_to_image,
+)
+from data.synthetic import generate
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory):
+    return generate(SynthConfig(seed=3, train_images=8, val_images=1, width=128, height=128),
+                    tmp_path_factory.mktemp("aug"))  # fmt: skip
+
+
+def test_config_from_dict_validates_options() -> None:
+    cfg = TopDownAugmentConfig.from_dict({"flip_prob": 1, "rotation_deg": 30, "color_jitter": {"hue": 0.1}})
+    assert cfg.flip_prob == 1.0 and cfg.rotation_deg == 30.0 and cfg.color_jitter.hue == 0.1
+    assert cfg.scale_factor == TopDownAugmentConfig().scale_factor
+    with pytest.raises(DataError, match=r"unknown augment option\(s\) \['fliip'\]; valid options are"):
+        TopDownAugmentConfig.from_dict({"fliip": 0.5})
+    with pytest.raises(DataError, match="'flip_prob' is a probability"):
+        TopDownAugmentConfig.from_dict({"flip_prob": 5})
+    with pytest.raises(DataError, match="must be a number"):
+        TopDownAugmentConfig.from_dict({"rotation_deg": "40"})
+    with pytest.raises(DataError, match=r"color_jitter option\(s\) \['gamma'\]"):
+        DetectionAugmentConfig.from_dict({"color_jitter": {"gamma": 1}})
+
+
+def test_augmented_targets_stay_on_the_person(synth) -> None:
+    """Whatever scale/rotation/flip/half-body was drawn, crop keypoints map back to the GT keypoints."""
+    ds = CocoKeypointDataset(
+        synth.annotations("train"),
+        synth.images("train"),
+        augment={"rotation_prob": 1.0, "half_body_prob": 0.5, "color_jitter": {"p": 1.0}},
+    )
+    plain = CocoKeypointDataset(synth.annotations("train"), synth.images("train"))
+    torch.manual_seed(0)
+    batch = next(iter(DataLoader(ds, batch_size=len(ds))))
+    flips, rotations = batch["meta"]["flip"].numpy(), batch["meta"]["rotation"].numpy()
+    assert 0 < flips.sum() < len(ds) and (rotations != 0).all()
+    index = ds.meta.flip_index()
+    back = crop_to_image(batch["keypoints"][..., :2], batch["meta"]["inv_affine"])
+    for i, ann_id in enumerate(batch["meta"]["ann_id"].tolist()):
+        gt = np.reshape(ds.coco.anns[ann_id]["keypoints"], (17, 3)).astype(float)
+        gt = gt[index] if flips[i] else gt
+        labelled = gt[:, 2] > 0
+        np.testing.assert_allclose(back[i][labelled], gt[labelled, :2], atol=1e-3)
+        # target weights drop exactly the labelled keypoints that fell outside the crop
+        uv = batch["keypoints"][i, :, :2].numpy()
+        inside = ((uv > -2.0) & (uv < [191.5 + 1.5, 255.5 + 1.5])).all(axis=1)
+        assert (batch["target_weight"][i].numpy() <= (labelled & inside)).all()
+    assert not torch.equal(batch["image"], next(iter(DataLoader(plain, batch_size=len(plain))))["image"])
+
+
+def test_samples_differ_between_draws_and_follow_the_torch_seed(synth) -> None:
+    ds = CocoKeypointDataset(synth.annotations("train"), synth.images("train"), augment={})
+    torch.manual_seed(1)
+    a = ds[0]["meta"]["inv_affine"]
+    b = ds[0]["meta"]["inv_affine"]
+    torch.manual_seed(1)
+    assert not torch.equal(a, b) and torch.equal(ds[0]["meta"]["inv_affine"], a)
+
+
+def test_detection_flip_moves_boxes_and_keeps_labels(synth) -> None:
+    ann = synth.annotations("train")
+    raw = json.loads(Path(ann).read_text())
+    plain = CocoDetectionDataset(ann, synth.images("train"), train=True)
+    flipped = CocoDetectionDataset(ann, synth.images("train"), train=True,
+                                   augment={"flip_prob": 1.0, "affine_prob": 0, "color_jitter": {"p": 0}})  # fmt: skip
+    assert len(plain) == len({a["image_id"] for a in raw["annotations"]})
+    for i in range(3):
+        img0, t0 = plain[i]
+        img1, t1 = flipped[i]
+        w = img0.shape[-1]
+        expected = t0["boxes"][:, [2, 1, 0, 3]] * torch.tensor([-1, 1, -1, 1]) + torch.tensor([w, 0, w, 0])
+        torch.testing.assert_close(t1["boxes"], expected, atol=1e-3, rtol=0)
+        assert torch.equal(t1["labels"], t0["labels"]) and torch.equal(img1, img0.flip(-1))
+
+
+def test_detection_scale_rotate_keeps_boxes_valid(synth) -> None:
+    ds = CocoDetectionDataset(synth.annotations("train"), synth.images("train"), train=True,
+                              augment={"scale_factor": 0.3, "rotation_deg": 20, "affine_prob": 1.0})  # fmt: skip
+    torch.manual_seed(0)
+    for i in range(len(ds)):
+        image, target = ds[i]
+        boxes = target["boxes"]
+        assert len(boxes) == len(target["labels"]) == len(target["area"])
+        assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+        assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= image.shape[-1]).all()

@@ -1,0 +1,95 @@
+"""Synthetic COCO-format generator: determinism, COCO-correct annotations, caching, learnability floor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+from torch.utils.data import DataLoader
+
+from data import CocoKeypointDataset, SynthConfig, ensure_synthetic, evaluate_keypoints, heatmaps_to_coco_results
+from data.baselines import mean_pose_ap
+from data.synthetic import generate
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+TINY = SynthConfig(seed=7, train_images=12, val_images=6, width=128, height=128)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    return generate(TINY, tmp_path_factory.mktemp("synth"))
+
+
+def test_same_seed_gives_byte_identical_annotations(tiny, tmp_path: Path) -> None:
+    again = generate(TINY, tmp_path / "again")
+    for split in ("train", "val"):
+        assert again.annotations(split).read_bytes() == tiny.annotations(split).read_bytes()
+    assert again.val_detections.read_bytes() == tiny.val_detections.read_bytes()
+    other = generate(SynthConfig(**{**TINY.__dict__, "seed": 8}), tmp_path / "other")
+    assert other.annotations("val").read_bytes() != tiny.annotations("val").read_bytes()
+
+
+def test_annotations_follow_coco_definitions(tiny) -> None:
+    data = json.loads(tiny.annotations("train").read_text())
+    assert {"images", "annotations", "categories"} <= set(data)
+    assert len(data["categories"][0]["keypoints"]) == 17 and len(data["categories"][0]["sigmas"]) == 17
+    images = {img["id"]: img for img in data["images"]}
+    assert all((tiny.images("train") / img["file_name"]).is_file() for img in images.values())
+    counts = np.zeros(3)
+    for ann in data["annotations"]:
+        img = images[ann["image_id"]]
+        mask = mask_utils.decode(ann["segmentation"])
+        assert mask.shape == (img["height"], img["width"])
+        assert ann["area"] == mask.sum()  # area is the visible mask area, as in COCO
+        np.testing.assert_allclose(ann["bbox"], mask_utils.toBbox(ann["segmentation"]))
+        kp = np.reshape(ann["keypoints"], (17, 3))
+        assert ann["num_keypoints"] == (kp[:, 2] > 0).sum()
+        assert (kp[kp[:, 2] == 0, :2] == 0).all()  # unlabelled -> x = y = 0
+        labelled = kp[kp[:, 2] > 0]
+        assert ((labelled[:, :2] > -0.5) & (labelled[:, :2] < [img["width"] - 0.5, img["height"] - 0.5])).all()
+        for x, y, _v in kp[kp[:, 2] == 2]:  # visible keypoints lie on the person's own visible pixels
+            assert mask[int(round(y)), int(round(x))] == 1
+        counts += np.bincount(kp[:, 2].astype(int), minlength=3)
+    assert len(data["annotations"]) >= len(images)  # one to several people per image
+    assert counts[1] > 0 and counts[2] > counts[1]  # occluded keypoints exist, visible ones dominate
+
+
+def test_cache_reuses_by_parameter_hash(tmp_path: Path) -> None:
+    cfg = SynthConfig(seed=1, train_images=2, val_images=1, width=64, height=64)
+    first = ensure_synthetic(cfg, tmp_path)
+    assert first.root == tmp_path / cfg.key() and first.manifest.is_file()
+    stamp = first.annotations("train").stat().st_mtime_ns
+    assert ensure_synthetic(cfg, tmp_path).annotations("train").stat().st_mtime_ns == stamp
+    other = SynthConfig(seed=2, train_images=2, val_images=1, width=64, height=64)
+    assert other.key() != cfg.key() and ensure_synthetic(other, tmp_path).root != first.root
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left behind
+
+
+def test_synthetic_gt_through_dataset_and_codec_scores_full_ap(tiny) -> None:
+    ds = CocoKeypointDataset(tiny.annotations("val"), tiny.images("val"))
+    batch = next(iter(DataLoader(ds, batch_size=len(ds))))
+    stats = evaluate_keypoints(
+        tiny.annotations("val"), heatmaps_to_coco_results(batch["heatmap"], batch["meta"], ds.codec)
+    )
+    assert stats["AP"] >= 0.99
+
+
+def test_detections_file_loads_as_detected_boxes(tiny) -> None:
+    dets = json.loads(tiny.val_detections.read_text())
+    ds = CocoKeypointDataset(tiny.annotations("val"), tiny.images("val"), det_file=tiny.val_detections)
+    assert len(ds) == len(dets) > 0
+
+
+def test_mean_pose_baseline_is_low_and_exact_for_a_single_pose(tiny, tmp_path: Path) -> None:
+    stats = mean_pose_ap(tiny.annotations("train"), tiny.annotations("val"))
+    assert 0.0 <= stats["AP"] < 0.3 and 0 < stats["median_oks"] < 0.6
+    # Oracle check: with one training instance evaluated on itself the "mean" pose is its own pose.
+    data = json.loads(tiny.annotations("train").read_text())
+    ann = max(data["annotations"], key=lambda a: a["num_keypoints"])
+    single = {**data, "annotations": [ann], "images": [i for i in data["images"] if i["id"] == ann["image_id"]]}
+    (tmp_path / "one.json").write_text(json.dumps(single))
+    assert mean_pose_ap(tmp_path / "one.json", tmp_path / "one.json")["AP"] == pytest.approx(1.0)
