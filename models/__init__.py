@@ -1,0 +1,35 @@
+"""convzoo models: timm backbones with block surgery, top-down pose and detection models, and ``describe``."""
+
+from .backbone import TimmBackbone, build_backbone
+from .describe import describe
+from .detection import TimmFPN
+from .keypoints import decode_heatmaps, decode_simcc, heatmap_loss, simcc_loss
+from .pose import TopDownPose
+from .pose_heads import HeatmapHead, SimCCHead
+from .registry import HEADS, MODELS, build_model, register_head, register_model
+from .rules import BlockRule, parse_rules
+from .surgery import Replacement, SurgeryReport, apply_block_rules
+
+__all__ = [
+    "HEADS",
+    "MODELS",
+    "BlockRule",
+    "HeatmapHead",
+    "Replacement",
+    "SimCCHead",
+    "SurgeryReport",
+    "TimmBackbone",
+    "TimmFPN",
+    "TopDownPose",
+    "apply_block_rules",
+    "build_backbone",
+    "build_model",
+    "decode_heatmaps",
+    "decode_simcc",
+    "describe",
+    "heatmap_loss",
+    "parse_rules",
+    "register_head",
+    "register_model",
+    "simcc_loss",
+]

@@ -1,0 +1,136 @@
+"""Pose heads: SimpleBaseline heatmaps and SimCC 1-D coordinate classification, with pluggable conv blocks.
+
+Both heads apply block rules (``blocks:``, see ``models.rules``; select by ``name`` or ``kernel_size``, heads
+have no stages) to their own convolutions after initialisation, so e.g. CoordConv in ``final`` starts as
+the plain conv it replaces.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from convblocks import BlockConfigError
+
+from .registry import register_head
+from .surgery import apply_block_rules
+
+DECONV_PADDING = {4: (1, 0), 3: (1, 1), 2: (0, 0)}  # kernel → (padding, output_padding) for an exact 2× upsample
+
+
+def conv_norm_act(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+    """``conv`` (no bias) → BatchNorm → ReLU, with same padding; submodule names ``conv``/``bn``/``act``."""
+    return nn.Sequential(
+        OrderedDict(
+            conv=nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+            bn=nn.BatchNorm2d(out_channels),
+            act=nn.ReLU(inplace=True),
+        )
+    )
+
+
+def _init_normal(module: nn.Module, std: float = 0.001) -> None:
+    """SimpleBaseline init: normal(0, std) conv and deconv weights, zero biases, BN weight 1."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+@register_head("heatmap")
+class HeatmapHead(nn.Module):
+    """SimpleBaseline head: ``(N, C, h, w) → (N, K, h·2^L, w·2^L)`` via L deconvs (2× each), convs, 1×1 conv."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_keypoints: int,
+        deconv_layers: int = 3,
+        deconv_channels: int = 256,
+        deconv_kernel: int = 4,
+        conv_layers: int = 0,
+        conv_kernel: int = 3,
+        final_kernel: int = 1,
+        blocks: Sequence[dict[str, Any]] | None = None,
+        where: str = "head",
+    ) -> None:
+        super().__init__()
+        if deconv_kernel not in DECONV_PADDING:
+            raise BlockConfigError(
+                f"{where}.deconv_kernel: must be 2, 3 or 4 (exact 2x upsampling), got {deconv_kernel}"
+            )
+        pad, out_pad = DECONV_PADDING[deconv_kernel]
+        layers, c = [], in_channels
+        for _ in range(deconv_layers):
+            layers.append(
+                nn.Sequential(
+                    OrderedDict(
+                        deconv=nn.ConvTranspose2d(c, deconv_channels, deconv_kernel, 2, pad, out_pad, bias=False),
+                        bn=nn.BatchNorm2d(deconv_channels),
+                        act=nn.ReLU(inplace=True),
+                    )
+                )
+            )
+            c = deconv_channels
+        self.deconvs = nn.Sequential(*layers)
+        self.convs = nn.Sequential(*[conv_norm_act(c, c, conv_kernel) for _ in range(conv_layers)])
+        self.final = nn.Conv2d(c, num_keypoints, final_kernel, padding=final_kernel // 2)
+        _init_normal(self)
+        self.surgery = apply_block_rules(self, blocks, None, where)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, h, w) → (N, K, h·2^L, w·2^L)`` heatmap logits."""
+        return self.final(self.convs(self.deconvs(x)))
+
+
+@register_head("simcc")
+class SimCCHead(nn.Module):
+    """SimCC: ``(N, C, h, w)`` → x logits ``(N, K, W·r)`` and y logits ``(N, K, H·r)`` over sub-pixel bins.
+
+    Convs, then a ``final`` conv to K maps flattened to ``(N, K, h·w)``, then one linear layer per axis
+    (Li et al., 2022). ``r = split_ratio`` bins per input pixel; ``input_size = (H, W)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_keypoints: int,
+        input_size: Sequence[int],
+        feature_size: Sequence[int],
+        split_ratio: float = 2.0,
+        conv_layers: int = 0,
+        conv_channels: int = 256,
+        conv_kernel: int = 3,
+        final_kernel: int = 1,
+        blocks: Sequence[dict[str, Any]] | None = None,
+        where: str = "head",
+    ) -> None:
+        super().__init__()
+        if split_ratio <= 0:
+            raise BlockConfigError(f"{where}.split_ratio: must be > 0, got {split_ratio}")
+        layers, c = [], in_channels
+        for _ in range(conv_layers):
+            layers.append(conv_norm_act(c, conv_channels, conv_kernel))
+            c = conv_channels
+        self.convs = nn.Sequential(*layers)
+        self.final = nn.Conv2d(c, num_keypoints, final_kernel, padding=final_kernel // 2)
+        h, w = feature_size
+        self.split_ratio = float(split_ratio)
+        self.bins = (int(input_size[0] * split_ratio), int(input_size[1] * split_ratio))
+        self.fc_x = nn.Linear(h * w, self.bins[1])
+        self.fc_y = nn.Linear(h * w, self.bins[0])
+        _init_normal(self, std=0.01)
+        self.surgery = apply_block_rules(self, blocks, None, where)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N, C, h, w)`` → ``(x_logits (N, K, W·r), y_logits (N, K, H·r))``."""
+        maps = self.final(self.convs(x)).flatten(2)
+        return self.fc_x(maps), self.fc_y(maps)

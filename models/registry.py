@@ -1,0 +1,50 @@
+"""The ``models`` and ``heads`` registries, and ``build_model``: config → model, the way blocks are built.
+
+Users add model types with ``@register_model("my_model")`` on a factory taking the config's keys as keyword
+arguments, and pose heads with ``@register_head("my_head")`` (see ``models.pose``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch.nn as nn
+
+from convblocks import BlockConfigError, Registry
+
+from .config import require_mapping
+
+MODELS = Registry("model")
+HEADS = Registry("head")
+
+
+def register_model(name: str, *, force: bool = False) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register a model factory ``f(**model_cfg_without_type) -> nn.Module`` under ``name``."""
+    return MODELS.register(name, force=force, kind="model")
+
+
+def register_head(name: str, *, force: bool = False) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register a pose head factory (see ``models.pose.build_head`` for its arguments)."""
+    return HEADS.register(name, force=force, kind="head")
+
+
+def build_model(cfg: Mapping[str, Any]) -> nn.Module:
+    """Build a registered model from ``{"type": name, **options}`` (or a full config with a ``model:`` key).
+
+    The result carries ``config`` (the model section) so ``models.describe`` can rebuild its baseline.
+    """
+    cfg = require_mapping(cfg, "model")
+    if "type" not in cfg and isinstance(cfg.get("model"), Mapping):
+        cfg = cfg["model"]
+    if "type" not in cfg:
+        raise BlockConfigError(
+            f"model: missing 'type'; add e.g. type: topdown_pose (known: {', '.join(MODELS.names())})"
+        )
+    try:
+        model = MODELS.build(cfg)
+    except BlockConfigError as exc:
+        msg = str(exc)
+        raise BlockConfigError(msg if msg.startswith("model") else f"model: {msg}") from exc
+    model.config = dict(cfg)
+    return model
