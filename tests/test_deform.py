@@ -8,7 +8,7 @@ import torchvision
 
 from convblocks import DeformConv2d, ModulatedDeformConv2d, build_block, deform_conv2d, param_groups
 
-IMPLS = ["native", "torchvision"]
+IMPLS = ["native", "reference", "torchvision"]
 
 
 def random_case(
