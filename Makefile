@@ -22,7 +22,11 @@ test: setup
 test-all: setup
 	$(BIN)/python -m pytest -q -m ""
 
+# Until training lands (issue: train/eval), the demo shows the parts that exist: the synthetic COCO set
+# with its mean-pose floor, block surgery on a pose model, and the block benchmark at small shapes.
 demo: setup
+	$(BIN)/python tools/make_synth.py --baseline
+	$(BIN)/python tools/summary.py configs/models/simplebaseline_r50_coordconv.yaml
 	$(BIN)/python tools/bench_blocks.py --quick --out runs/bench_blocks_demo.json
 
 bench: setup

@@ -169,3 +169,27 @@ def test_bf16_autocast_matches_float32(impl):
         out = block(x)
     assert out.shape == ref.shape and torch.isfinite(out).all()
     assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of distinct tensors autograd keeps for backward while running ``fn``."""
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def test_native_keeps_no_columns_for_backward():
+    x, offset, weight, bias, stride, pad, dil, mask = random_case(c=32, cout=32, hw=(24, 20), groups=1)
+    for t in (x, offset, weight, mask):  # as inside a block: everything is trained
+        t.requires_grad_()
+    ref = saved_bytes(lambda: deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl="reference"))
+    ours = saved_bytes(lambda: deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl="native"))
+    columns = x.shape[0] * 32 * 9 * offset.shape[-2] * offset.shape[-1] * 4
+    assert ref >= columns  # the autograd formulation keeps the columns (and more)
+    assert ours < columns / 2  # native keeps input, grid and mask only

@@ -24,12 +24,10 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from bench_peers import PEERS
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_peers import PEERS  # noqa: E402
-
-import convblocks  # noqa: E402
+import convblocks
 
 # label → (factory(channels) -> module, peer label)
 CANDIDATES: dict[str, tuple[Callable[[int], nn.Module], str | None]] = {

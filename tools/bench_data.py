@@ -14,14 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from torch.utils.data import DataLoader
 
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-from data.coco_keypoints import CocoKeypointDataset  # noqa: E402
-from data.errors import DataError  # noqa: E402
-from data.synthetic import ensure_synthetic  # noqa: E402
+from data.coco_keypoints import CocoKeypointDataset
+from data.errors import DataError
+from data.synthetic import ensure_synthetic
 
 
 def bench(ds: CocoKeypointDataset, workers: int, batch_size: int, batches: int) -> float:

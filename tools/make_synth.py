@@ -11,11 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data.baselines import mean_pose_ap  # noqa: E402
-from data.errors import DataError  # noqa: E402
-from data.synthetic import SynthConfig, default_cache_dir, ensure_synthetic, generate  # noqa: E402
+from data.baselines import mean_pose_ap
+from data.errors import DataError
+from data.synthetic import SynthConfig, default_cache_dir, ensure_synthetic, generate
 
 
 def main(argv: list[str] | None = None) -> int:
