@@ -3,6 +3,10 @@
 Level i has kernel ``k + 2i`` (3/5/7/9 for a 3×3 conv), groups ``max(groups, [1, 4, 8, 16][i])`` and a share
 of the output channels (1 level: all; 2: ½ ½; 3: ¼ ¼ ½; 4: ¼ ¼ ¼ ¼, as in the paper's PyConvResNet).
 Each level's padding grows with its kernel, so the output has the shape ``nn.Conv2d`` would give.
+
+On CPU the levels run in channels-last layout (``layout="auto"``): oneDNN's grouped convolutions with
+large kernels are several times faster there (docs/benchmarks.md). The output is handed back in the
+input's memory format, so the block stays a drop-in.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from .conv import IntOrPair, check_groups, conv_geometry, to_pair
 from .registry import register_block
 
 PAPER_GROUPS = (1, 4, 8, 16)
+LAYOUTS = ("auto", "channels_last", "input")
 PAPER_SPLITS = {1: (1.0,), 2: (0.5, 0.5), 3: (0.25, 0.25, 0.5), 4: (0.25, 0.25, 0.25, 0.25)}
 
 
@@ -55,9 +60,13 @@ class PyConv2d(nn.Module):
         kernels: Sequence[int] | None = None,
         level_groups: Sequence[int] | None = None,
         splits: Sequence[float | int] | None = None,
+        layout: str = "auto",
     ) -> None:
         super().__init__()
         check_groups(in_channels, out_channels, groups, "pyconv")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        self.layout = layout
         k, s, p, d = conv_geometry(kernel_size, stride, padding, dilation)
         if levels is None:
             levels = len(kernels) if kernels is not None else 4
@@ -95,7 +104,16 @@ class PyConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C_in, H, W) → (N, C_out, H_out, W_out)``: level outputs concatenated along channels."""
-        return torch.cat([level(x) for level in self.levels], dim=1)
+        layout = self.layout
+        if layout == "auto":
+            layout = "channels_last" if x.device.type == "cpu" else "input"
+        if layout == "input" or x.dim() != 4:
+            return torch.cat([level(x) for level in self.levels], dim=1)
+        cl = torch.channels_last
+        input_format = cl if (x.is_contiguous(memory_format=cl) and not x.is_contiguous()) else torch.contiguous_format
+        xc = x.contiguous(memory_format=cl)
+        out = torch.cat([level(xc) for level in self.levels], dim=1)
+        return out.contiguous(memory_format=input_format)
 
     def extra_repr(self) -> str:
         return (
