@@ -53,6 +53,16 @@ def check_groups(in_channels: int, out_channels: int, groups: int, where: str = 
         )
 
 
+def conv_repr(block, has_bias: bool | None = None, **extra: object) -> str:
+    """``extra_repr`` text in ``nn.Conv2d``'s style for a drop-in block, plus its own options."""
+    bias = getattr(block, "bias", None) is not None if has_bias is None else has_bias
+    text = (
+        f"{block.in_channels}, {block.out_channels}, kernel_size={block.kernel_size}, stride={block.stride}, "
+        f"padding={block.padding}, dilation={block.dilation}, groups={block.groups}, bias={bias}"
+    )
+    return text + "".join(f", {k}={v!r}" for k, v in extra.items())
+
+
 @register_block("conv", description="Plain nn.Conv2d (same padding by default): the baseline every block replaces")
 def conv2d(
     in_channels: int,

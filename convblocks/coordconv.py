@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .conv import IntOrPair, check_groups, conv_geometry
+from .conv import IntOrPair, check_groups, conv_geometry, conv_repr
 from .registry import register_block
 
 
@@ -138,8 +138,4 @@ class CoordConv2d(nn.Module):
         return out + cmap
 
     def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
-            f"bias={self.bias is not None}, with_r={self.with_r}"
-        )
+        return conv_repr(self, with_r=self.with_r)

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .conv import IntOrPair, check_groups, conv_geometry
+from .conv import IntOrPair, check_groups, conv_geometry, conv_repr
 from .deform_ops import IMPLS, deform_conv2d
 from .registry import register_block
 
@@ -105,11 +105,7 @@ class DeformConv2d(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
-            f"bias={self.bias is not None}, deform_groups={self.deform_groups}"
-        )
+        return conv_repr(self, deform_groups=self.deform_groups)
 
 
 @register_block("dcnv2")

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .conv import IntOrPair, check_groups, conv_geometry
+from .conv import IntOrPair, check_groups, conv_geometry, conv_repr
 from .registry import register_block
 
 DYNAMIC_IMPLS = ("auto", "grouped", "unfold", "mixture")
@@ -151,11 +151,7 @@ class DynamicConv2d(nn.Module):
         return self.forward_grouped(x, pi)
 
     def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
-            f"bias={self.bias is not None}, num_kernels={self.num_kernels}, impl={self.impl!r}"
-        )
+        return conv_repr(self, num_kernels=self.num_kernels, impl=self.impl)
 
 
 def temperature_schedule(epoch: float, anneal_epochs: float = 10.0, start: float = 30.0, end: float = 1.0) -> float:

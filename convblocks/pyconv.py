@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from .conv import IntOrPair, check_groups, conv_geometry, to_pair
+from .conv import IntOrPair, check_groups, conv_geometry, conv_repr, to_pair
 from .registry import register_block
 
 PAPER_GROUPS = (1, 4, 8, 16)
@@ -116,7 +116,4 @@ class PyConv2d(nn.Module):
         return out.contiguous(memory_format=input_format)
 
     def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"padding={self.padding}, dilation={self.dilation}, levels={len(self.levels)}"
-        )
+        return conv_repr(self, self.levels[0].bias is not None, levels=len(self.levels), layout=self.layout)
