@@ -41,6 +41,20 @@ def conv_geometry(
     return k, s, p, d
 
 
+def output_size(
+    size: tuple[int, int],
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> tuple[int, int]:
+    """Spatial output size ``(H_out, W_out)`` of a convolution with this geometry (``nn.Conv2d``'s formula)."""
+    return tuple(  # type: ignore[return-value]
+        (n + 2 * p - d * (k - 1) - 1) // s + 1
+        for n, k, s, p, d in zip(size, kernel_size, stride, padding, dilation, strict=True)
+    )
+
+
 def check_groups(in_channels: int, out_channels: int, groups: int, where: str = "") -> None:
     """Raise a one-line error when ``groups`` does not divide both channel counts."""
     prefix = f"{where}: " if where else ""

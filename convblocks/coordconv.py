@@ -101,6 +101,8 @@ class CoordConv2d(nn.Module):
 
     def coords(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """Cached coordinate channels ``(1, n_coord, H, W)`` for one resolution, device and dtype."""
+        if torch.compiler.is_compiling():  # the compiler constant-folds them; no Python-side cache
+            return coordinate_channels(height, width, self.with_r, device, dtype)
         key = (height, width, device, dtype)
         cached = self._coords.get(key)
         if cached is None:
@@ -130,12 +132,7 @@ class CoordConv2d(nn.Module):
         grad_free = not (torch.is_grad_enabled() and (self.coord_weight.requires_grad or x.requires_grad))
         if grad_free and not torch.compiler.is_compiling() and not torch.jit.is_tracing():
             return out.add_(self._cached_coord_map(h, w, x.device, out.dtype))
-        if torch.compiler.is_compiling():  # constant-folded by the compiler; no Python-side cache
-            coords = coordinate_channels(h, w, self.with_r, x.device, out.dtype)
-            cmap = F.conv2d(coords, self.coord_weight, self.bias, self.stride, self.padding, self.dilation)
-        else:
-            cmap = self.coord_map(h, w, x.device, out.dtype)
-        return out + cmap
+        return out + self.coord_map(h, w, x.device, out.dtype)
 
     def extra_repr(self) -> str:
         return conv_repr(self, with_r=self.with_r)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from .conv import IntOrPair, to_pair
+from .conv import IntOrPair, output_size, to_pair
 from .deform_fused import DeformSampleMatmul
 
 IMPLS = ("auto", "native", "reference", "torchvision")
@@ -50,10 +50,6 @@ def _check_shapes(input, offset, weight, mask, out_hw) -> tuple[int, int]:
             f"{out_hw[0]}, {out_hw[1]})"
         )
     return offset_groups, c // cin_g
-
-
-def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
 def sampling_grid(
@@ -176,10 +172,7 @@ def deform_conv2d(
         raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
     stride, padding, dilation = to_pair(stride), to_pair(padding), to_pair(dilation)
     kh, kw = weight.shape[-2:]
-    out_hw = (
-        _out_size(input.shape[-2], kh, stride[0], padding[0], dilation[0]),
-        _out_size(input.shape[-1], kw, stride[1], padding[1], dilation[1]),
-    )
+    out_hw = output_size(tuple(input.shape[-2:]), (kh, kw), stride, padding, dilation)
     _, groups = _check_shapes(input, offset, weight, mask, out_hw)
     if impl == "auto":
         impl = "native" if input.device.type == "cpu" else "torchvision"

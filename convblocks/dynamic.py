@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .conv import IntOrPair, check_groups, conv_geometry, conv_repr
+from .conv import IntOrPair, check_groups, conv_geometry, conv_repr, output_size
 from .registry import register_block
 
 DYNAMIC_IMPLS = ("auto", "grouped", "unfold", "mixture")
@@ -117,8 +117,7 @@ class DynamicConv2d(nn.Module):
     def forward_unfold(self, x: torch.Tensor, pi: torch.Tensor) -> torch.Tensor:
         """Per-sample kernels applied by im2col + batched matmul: ``(N, C_in, H, W) → (N, C_out, H', W')``."""
         n, g = x.shape[0], self.groups
-        ho = (x.shape[2] + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1
-        wo = (x.shape[3] + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[1] + 1
+        ho, wo = output_size(tuple(x.shape[-2:]), self.kernel_size, self.stride, self.padding, self.dilation)
         weight = (pi @ self.weight.flatten(1)).view(n, g, self.out_channels // g, -1)  # (N, g, C_out/g, C_in/g·k²)
         cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (N, C_in·k², L)
         out = torch.matmul(weight, cols.view(n, g, -1, cols.shape[-1])).view(n, self.out_channels, ho, wo)
