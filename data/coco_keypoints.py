@@ -1,7 +1,7 @@
 """Top-down COCO keypoint dataset: one sample per person box (GT boxes or a detection-results file).
 
 Sample: {"image": (3, H, W) float32 ImageNet-normalised crop, "heatmap": (K, h, w), "target_weight": (K,),
-"keypoints": (K, 3) [x, y, v] in crop pixels, "meta": {image_id, ann_id, center (2,), scale (2,), rotation,
+"keypoints": (K, 3) [x, y, v] in crop pixels, "meta": {index, image_id, ann_id, center (2,), scale (2,), rotation,
 flip, score, inv_affine (2, 3) crop -> image}}. Default collate batches it.
 """
 
@@ -190,6 +190,7 @@ class CocoKeypointDataset(Dataset):
             patch = self.augment.color(patch, rng)
         heatmap, weight = self.codec.encode(kpts[:, :2], kpts[:, 2])
         meta = {
+            "index": index,
             "image_id": inst.image_id,
             "ann_id": inst.ann_id,
             "center": torch.from_numpy(np.asarray(crop.center, dtype=np.float64)),

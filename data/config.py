@@ -1,0 +1,113 @@
+"""The ``data:`` section of a recipe: which COCO-format files to read, how to crop, augment and batch them.
+
+``dataset: synthetic`` (the default) generates the built-in synthetic set; ``dataset: coco`` reads
+``root/annotations/person_keypoints_{train,val}2017.json`` and ``root/{train,val}2017/`` for both tasks
+(person keypoints; person detection). Any of the four paths can also be given one by one (``train_ann``
+...), e.g. ``instances_*2017.json`` for 80-class detection with ``model.num_classes: 80``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from data.errors import DataError
+from data.synthetic import SynthConfig, SynthPaths, ensure_synthetic
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors (a typo must never be ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SyntheticOptions(Strict):
+    """Parameters of the built-in synthetic set (see ``data.synthetic.SynthConfig``)."""
+
+    seed: int = 0
+    train_images: int = Field(1200, ge=1)
+    val_images: int = Field(120, ge=1)
+    width: int = Field(256, ge=32)
+    height: int = Field(256, ge=32)
+    max_people: int = Field(4, ge=1)
+
+
+class HeatmapOptions(Strict):
+    """Heatmap targets: stride to the input crop, Gaussian sigma, sub-pixel decoding."""
+
+    stride: int = Field(4, ge=1)
+    sigma: float = Field(2.0, gt=0)
+    refine: Literal["none", "quarter", "dark"] = "dark"
+
+
+class DataConfig(Strict):
+    """Data files, crops, augmentation and loaders for one task."""
+
+    dataset: Literal["synthetic", "coco"] = "synthetic"
+    root: str | None = None
+    train_ann: str | None = None
+    train_images: str | None = None
+    val_ann: str | None = None
+    val_images: str | None = None
+    synthetic: SyntheticOptions = Field(default_factory=SyntheticOptions)
+    heatmap: HeatmapOptions = Field(default_factory=HeatmapOptions)
+    augment: dict[str, Any] | bool = True
+    det_file: str | None = None
+    det_score_thr: float = Field(0.0, ge=0.0, le=1.0)
+    missing_images: Literal["error", "skip"] = "error"
+    batch_size: int = Field(32, ge=1)
+    val_batch_size: int | None = Field(None, ge=1)
+    num_workers: int = Field(2, ge=0)
+    train_limit: int | None = Field(None, ge=1)
+    val_limit: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _coco_needs_paths(self) -> DataConfig:
+        if self.dataset == "coco" and self.root is None:
+            given = [self.train_ann, self.train_images, self.val_ann, self.val_images]
+            if not all(given):
+                raise ValueError(
+                    "dataset 'coco' needs data.root=/path/to/coco (or all of train_ann, train_images, val_ann, "
+                    "val_images)"
+                )
+        return self
+
+
+def _check(path: Path, key: str, what: str) -> str:
+    exists = path.is_dir() if what == "folder" else path.is_file()
+    if not exists:
+        raise DataError(f"data.{key}: {what} {str(path)!r} does not exist; fix the path or set data.root")
+    return str(path)
+
+
+def resolve_paths(cfg: DataConfig, check: bool = True) -> dict[str, str]:
+    """``train_ann``, ``train_images``, ``val_ann``, ``val_images`` (and ``det_file`` when set) as paths.
+
+    Synthetic data is generated (and cached) here the first time; COCO paths are checked to exist.
+    """
+    if cfg.dataset == "synthetic":
+        s = cfg.synthetic
+        synth: SynthPaths = ensure_synthetic(SynthConfig(**s.model_dump()))
+        defaults = {
+            "train_ann": synth.annotations("train"),
+            "train_images": synth.images("train"),
+            "val_ann": synth.annotations("val"),
+            "val_images": synth.images("val"),
+        }
+    else:
+        root = Path(cfg.root or ".")
+        defaults = {
+            "train_ann": root / "annotations" / "person_keypoints_train2017.json",
+            "train_images": root / "train2017",
+            "val_ann": root / "annotations" / "person_keypoints_val2017.json",
+            "val_images": root / "val2017",
+        }
+    out = {}
+    for key, default in defaults.items():
+        path = Path(getattr(cfg, key) or default)
+        out[key] = _check(path, key, "folder" if key.endswith("images") else "file") if check else str(path)
+    if cfg.det_file is not None:
+        out["det_file"] = _check(Path(cfg.det_file), "det_file", "file") if check else cfg.det_file
+    return out

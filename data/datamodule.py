@@ -1,0 +1,149 @@
+"""LightningDataModule for both tasks: datasets and loaders from a ``DataConfig``, and the matching evaluator.
+
+Training order is a function of ``(seed, epoch)`` only (``EpochShuffle``), so a resumed run sees the same
+batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+from data.coco_detection import CocoDetectionDataset, detection_collate
+from data.coco_keypoints import CocoKeypointDataset
+from data.config import DataConfig, resolve_paths
+from data.evaluator import BoxEvaluator, KeypointEvaluator
+from data.heatmap import HeatmapCodec
+
+
+class EpochShuffle(Sampler[int]):
+    """A permutation of ``range(n)`` drawn from ``seed + epoch``; Lightning calls ``set_epoch`` each epoch."""
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=gen).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _first_samples(dataset: Dataset, limit: int | None) -> Dataset:
+    """The first ``limit`` samples (all when ``None``): quick experiments and tests."""
+    return dataset if limit is None else Subset(dataset, range(min(limit, len(dataset))))
+
+
+def _first_images(dataset: Dataset, image_ids: list[int], limit: int | None) -> Dataset:
+    """The samples of the first ``limit`` images (whole images, so COCOeval sees every person in them)."""
+    if limit is None:
+        return dataset
+    keep = set(sorted(set(image_ids))[:limit])
+    return Subset(dataset, [i for i, image_id in enumerate(image_ids) if image_id in keep])
+
+
+def base_dataset(dataset: Dataset) -> Any:
+    """The dataset under any ``Subset`` wrappers."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset
+
+
+class CocoDataModule(L.LightningDataModule):
+    """Train/val loaders for ``task`` ``pose`` (top-down crops) or ``detection`` (whole images)."""
+
+    def __init__(
+        self, cfg: DataConfig, task: str, input_size: tuple[int, int] = (256, 192), seed: int = 0, train: bool = True
+    ) -> None:
+        super().__init__()
+        self.cfg, self.task, self.input_size, self.seed, self.with_train = cfg, task, tuple(input_size), seed, train
+        self.codec = HeatmapCodec(self.input_size, cfg.heatmap.stride, cfg.heatmap.sigma, cfg.heatmap.refine)
+        self.paths: dict[str, str] = {}
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    def prepare_data(self) -> None:
+        """Generates the synthetic set once (rank 0); other ranks find it in the cache."""
+        resolve_paths(self.cfg)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.val_set is not None:
+            return
+        self.paths = resolve_paths(self.cfg)
+        p, c = self.paths, self.cfg
+        augment = None if c.augment is False else (c.augment if isinstance(c.augment, dict) else {})
+        if self.task == "pose":
+            if self.with_train:
+                train = CocoKeypointDataset(
+                    p["train_ann"], p["train_images"], self.input_size, self.codec, augment=augment,
+                    missing_images=c.missing_images,
+                )  # fmt: skip
+                self.train_set = (
+                    train if c.train_limit is None else Subset(train, range(min(c.train_limit, len(train))))
+                )
+            val = CocoKeypointDataset(
+                p["val_ann"], p["val_images"], self.input_size, self.codec, det_file=p.get("det_file"),
+                det_score_thr=c.det_score_thr, missing_images=c.missing_images,
+            )  # fmt: skip
+            self.val_set = _first_images(val, [i.image_id for i in val.instances], c.val_limit)
+        else:
+            if self.with_train:
+                train = CocoDetectionDataset(
+                    p["train_ann"], p["train_images"], train=True, augment=augment, missing_images=c.missing_images
+                )
+                self.train_set = (
+                    train if c.train_limit is None else Subset(train, range(min(c.train_limit, len(train))))
+                )
+            val = CocoDetectionDataset(p["val_ann"], p["val_images"], train=False, missing_images=c.missing_images)
+            self.val_set = _first_images(val, [item[0] for item in val.items], c.val_limit)
+
+    @property
+    def collate(self) -> Any:
+        return detection_collate if self.task == "detection" else None
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "setup('fit') first"
+        return DataLoader(
+            self.train_set,
+            batch_size=self.cfg.batch_size,
+            sampler=EpochShuffle(len(self.train_set), self.seed),
+            num_workers=self.cfg.num_workers,
+            collate_fn=self.collate,
+            drop_last=len(self.train_set) > self.cfg.batch_size,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None, "setup() first"
+        return DataLoader(
+            self.val_set,
+            batch_size=self.cfg.val_batch_size or self.cfg.batch_size,
+            shuffle=False,
+            num_workers=self.cfg.num_workers,
+            collate_fn=self.collate,
+        )
+
+    def val_image_ids(self) -> list[int]:
+        """Image ids of the validation samples (COCOeval is restricted to them)."""
+        ds, subset = base_dataset(self.val_set), self.val_set
+        indices = subset.indices if isinstance(subset, Subset) else range(len(ds))
+        if self.task == "pose":
+            return [ds.instances[i].image_id for i in indices]
+        return [ds.items[i][0] for i in indices]
+
+    def evaluator(self, oks_nms: float | None = 0.9, visible_thr: float = 0.2) -> KeypointEvaluator | BoxEvaluator:
+        """The evaluator for the validation set (call after ``setup``)."""
+        ds = base_dataset(self.val_set)
+        ids = self.val_image_ids() if self.cfg.val_limit else None  # else every image, even those without boxes
+        if self.task == "pose":
+            return KeypointEvaluator(
+                ds.coco, ds.meta.sigmas, self.codec, ids, oks_nms, visible_thr, ds.meta.category_id
+            )
+        return BoxEvaluator(ds.coco, ds.label_to_category, ids)

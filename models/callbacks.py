@@ -1,0 +1,98 @@
+"""Training callbacks: dynamic-conv temperature annealing and per-epoch reseeding (exact resume)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+
+from convblocks import DynamicConv2d, set_temperature, temperature_schedule
+
+from .train_config import TemperatureConfig
+
+
+class DynamicTemperature(L.Callback):
+    """Anneals τ of every ``DynamicConv2d`` per step: ``start`` → ``end`` over ``epochs`` (fractional epochs)."""
+
+    def __init__(self, cfg: TemperatureConfig) -> None:
+        self.cfg = cfg
+        self.tau = cfg.start
+
+    @staticmethod
+    def applies(model: L.LightningModule) -> bool:
+        return any(isinstance(m, DynamicConv2d) for m in model.modules())
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        epoch = trainer.current_epoch + batch_idx / max(1, trainer.num_training_batches)
+        self.tau = temperature_schedule(epoch, self.cfg.epochs, self.cfg.start, self.cfg.end)
+        set_temperature(pl_module, self.tau)
+        pl_module.log("train/temperature", self.tau, batch_size=1)
+
+
+class ReseedEachEpoch(L.Callback):
+    """Seeds torch/numpy/random from ``(seed, epoch)`` at each epoch start, before the loader's workers start.
+
+    Augmentation draws then depend on the epoch only, so a run resumed from an epoch checkpoint repeats
+    exactly what an uninterrupted run would have done.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        L.seed_everything(self.seed * 1000 + trainer.current_epoch + 1, workers=True, verbose=False)
+
+
+class Throughput(L.Callback):
+    """Training images per second over the last training epoch (data loading included, validation not)."""
+
+    def __init__(self) -> None:
+        self.images_per_s: float | None = None
+        self._start, self._images = 0.0, 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start, self._images = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        images = batch["image"] if isinstance(batch, dict) else batch[0]
+        self._images += len(images)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seconds = time.perf_counter() - self._start
+        if self._images and seconds > 0:
+            self.images_per_s = round(self._images * trainer.world_size / seconds, 2)
+
+
+class ValidateLastEpoch(L.Callback):
+    """Validates the final epoch even when ``check_val_every_n_epoch`` would skip it (the reported result)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.max_epochs is not None and trainer.current_epoch == trainer.max_epochs - 1:
+            trainer.check_val_every_n_epoch = 1
+
+
+class LastCheckpoint(L.Callback):
+    """Writes ``last.ckpt`` after every training epoch (and every ``every_n_steps`` steps), atomically.
+
+    The file is written beside the old one and then renamed over it, so a kill while saving keeps the
+    previous checkpoint intact: at most the work since the last save is lost.
+    """
+
+    def __init__(self, dirpath: str | Path, every_n_steps: int | None = None) -> None:
+        self.path = Path(dirpath) / "last.ckpt"
+        self.every_n_steps = every_n_steps
+
+    def save(self, trainer: L.Trainer) -> None:
+        tmp = self.path.with_name("last.ckpt.tmp")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save(trainer)

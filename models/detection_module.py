@@ -1,0 +1,40 @@
+"""LightningModule for detection: torchvision detectors (losses in ``train()`` mode) with COCO bbox validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from data.evaluator import BoxEvaluator
+
+from .lit_base import EvaluatedModule
+from .train_config import EvalConfig, TrainConfig
+
+
+class DetectionModule(EvaluatedModule):
+    """Trains FCOS / RetinaNet / Faster R-CNN; validation runs COCOeval (bbox) through ``evaluator``."""
+
+    def __init__(
+        self, model: nn.Module, train_cfg: TrainConfig, eval_cfg: EvalConfig, evaluator: BoxEvaluator | None = None
+    ) -> None:
+        super().__init__(model, train_cfg, eval_cfg, evaluator)
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """List of ``(3, H, W)`` images in [0, 1] → per image ``boxes (M, 4)`` xyxy, ``scores``, ``labels``."""
+        return self.model(images)
+
+    def training_step(self, batch: tuple[list[torch.Tensor], list[dict[str, Any]]], batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        losses = self.model(images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
+        loss = sum(losses.values())
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(images))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
+        return loss
+
+    def validation_step(self, batch: tuple[list[torch.Tensor], list[dict[str, Any]]], batch_idx: int) -> None:
+        images, targets = batch
+        outputs = self.model(images)
+        if self.evaluator is not None:
+            self.evaluator.update(outputs, targets)

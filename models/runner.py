@@ -1,0 +1,261 @@
+"""Recipe → datamodule + LightningModule + Trainer: ``train`` and ``evaluate``, the library side of the tools.
+
+A run directory (``train.run_dir`` or ``runs/<name>``) holds ``config.yaml`` (the resolved recipe),
+``checkpoints/last.ckpt`` (every epoch), ``checkpoints/best.ckpt`` (by val AP), ``logs/`` (CSV) and
+``tb/`` (TensorBoard), and ``summary.json`` at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from data.datamodule import CocoDataModule, base_dataset
+
+from .callbacks import DynamicTemperature, LastCheckpoint, ReseedEachEpoch, Throughput, ValidateLastEpoch
+from .detection_module import DetectionModule
+from .lit_base import EvaluatedModule
+from .pose_module import PoseModule
+from .recipe import Recipe, RecipeError, build_recipe
+from .registry import build_model
+
+# Noise from this lightning/torch pairing that says nothing about the user's run.
+warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+
+
+@dataclass
+class RunResult:
+    """What ``train``/``evaluate`` report: stats (``AP``, ...), checkpoints, timings, the run directory."""
+
+    run_dir: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    best_epoch: int | None = None
+    best_checkpoint: str | None = None
+    last_checkpoint: str | None = None
+    seconds: float = 0.0
+    train_images_per_s: float | None = None
+    results_file: str | None = None
+    n_results: int | None = None
+    is_global_zero: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_datamodule(recipe: Recipe, train: bool = True) -> CocoDataModule:
+    """The data for ``recipe`` (pose crops use ``model.input_size``)."""
+    size = tuple(recipe.model.get("input_size", (256, 192))) if recipe.task == "pose" else (256, 192)
+    return CocoDataModule(recipe.data, recipe.task, size, recipe.train.seed, train=train)
+
+
+def build_module(recipe: Recipe, datamodule: CocoDataModule | None = None) -> EvaluatedModule:
+    """Model from ``recipe.model`` wrapped in its LightningModule; with a set-up ``datamodule``, its evaluator."""
+    model = build_model(recipe.model)
+    if recipe.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    evaluator = None
+    if datamodule is not None and datamodule.val_set is not None:
+        evaluator = datamodule.evaluator(recipe.eval.oks_nms, recipe.eval.visible_thr)
+    if recipe.task == "pose":
+        codec = datamodule.codec if datamodule is not None else None
+        flip = base_dataset(datamodule.val_set).flip_index if datamodule is not None else None
+        module: EvaluatedModule = PoseModule(model, recipe.train, recipe.eval, codec, flip, evaluator)
+        if codec is not None:
+            check_heatmap_size(module, codec.heatmap_size, recipe)
+    else:
+        module = DetectionModule(model, recipe.train, recipe.eval, evaluator)
+    module.recipe = recipe.model_dump(mode="json")
+    return module
+
+
+def check_heatmap_size(module: PoseModule, expected: tuple[int, int], recipe: Recipe) -> None:
+    """The model's heatmaps must be the codec's size (``input_size / data.heatmap.stride``)."""
+    if module.simcc:
+        return
+    h, w = recipe.model.get("input_size", (256, 192))
+    module.model.eval()
+    with torch.no_grad():
+        out = module.model(torch.zeros(1, 3, h, w))
+    module.model.train()
+    if tuple(out.shape[-2:]) != tuple(expected):
+        stride = h // out.shape[-2]
+        raise RecipeError(
+            f"data.heatmap.stride: the model outputs {tuple(out.shape[-2:])} heatmaps for input {(h, w)}, "
+            f"but stride {recipe.data.heatmap.stride} expects {tuple(expected)}; set data.heatmap.stride={stride}"
+        )
+
+
+def load_checkpoint_recipe(checkpoint: str | Path) -> Recipe:
+    """The recipe a checkpoint was trained with (saved in it by ``train``)."""
+    ckpt = _read_checkpoint(checkpoint)
+    if "convzoo_recipe" not in ckpt:
+        raise RecipeError(f"{checkpoint}: no recipe stored in this checkpoint; pass the config it was trained with")
+    saved = dict(ckpt["convzoo_recipe"])
+    return build_recipe(saved, name=saved.pop("name", "run"))
+
+
+def _read_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"checkpoint {str(path)!r} not found; pass a .ckpt file from runs/<name>/checkpoints/")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+        raise RecipeError(
+            f"checkpoint {str(path)!r} could not be read ({type(exc).__name__}); is it a .ckpt?"
+        ) from None
+
+
+def load_weights(module: EvaluatedModule, checkpoint: str | Path) -> None:
+    """Load a Lightning checkpoint's weights, with a one-line error if they belong to another model."""
+    state = _read_checkpoint(checkpoint).get("state_dict", {})
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        bad = (result.missing_keys or result.unexpected_keys)[0]
+        raise RecipeError(
+            f"checkpoint {str(checkpoint)!r} does not match the model in the config ({len(result.missing_keys)} "
+            f"missing, {len(result.unexpected_keys)} unexpected keys, e.g. {bad!r}); use the config it was "
+            "trained with (its run directory keeps config.yaml)"
+        )
+
+
+def _resume_path(recipe: Recipe) -> str | None:
+    last = recipe.run_dir / "checkpoints" / "last.ckpt"
+    if recipe.train.resume is False:
+        if last.exists():
+            raise RecipeError(
+                f"{recipe.run_dir} already holds a run ({last.name}); pass --resume to continue it, or "
+                "name=<new name> / train.run_dir=<dir> to start a new one"
+            )
+        return None
+    path = last if recipe.train.resume is True else Path(recipe.train.resume)
+    if not path.is_file():
+        raise RecipeError(f"train.resume: {str(path)!r} not found; train without --resume first")
+    return str(path)
+
+
+def build_trainer(recipe: Recipe, callbacks: Sequence[L.Callback] = (), loggers: bool = True) -> L.Trainer:
+    """A Lightning ``Trainer`` from ``recipe.train`` (devices, strategy, precision, schedule length ...)."""
+    t = recipe.train
+    return L.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=t.precision,
+        max_epochs=t.max_epochs,
+        check_val_every_n_epoch=t.val_every,
+        limit_train_batches=t.limit_train_batches,
+        gradient_clip_val=t.gradient_clip,
+        log_every_n_steps=t.log_every_n_steps,
+        num_sanity_val_steps=0,
+        default_root_dir=str(recipe.run_dir),
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+        callbacks=list(callbacks),
+        logger=[
+            CSVLogger(str(recipe.run_dir), name="logs", version=""),
+            TensorBoardLogger(str(recipe.run_dir), name="tb", version="", default_hp_metric=False),
+        ]
+        if loggers
+        else False,
+    )
+
+
+def train(recipe: Recipe, extra_callbacks: Sequence[L.Callback] = ()) -> RunResult:
+    """Fit ``recipe`` (resuming when ``train.resume``); best checkpoint by val AP; returns the best stats."""
+    if recipe.train.torch_threads:
+        torch.set_num_threads(recipe.train.torch_threads)
+    resume = _resume_path(recipe)
+    L.seed_everything(recipe.train.seed, workers=True, verbose=False)
+    dm = build_datamodule(recipe)
+    dm.setup("fit")
+    module = build_module(recipe, dm)
+    ckpt_dir = recipe.run_dir / "checkpoints"
+    last = LastCheckpoint(ckpt_dir, recipe.train.checkpoint_every_n_steps)
+    best = ModelCheckpoint(
+        ckpt_dir, filename="best", monitor="val/AP", mode="max", save_top_k=1, every_n_epochs=1,
+        enable_version_counter=False,
+    )  # fmt: skip
+    throughput = Throughput()
+    callbacks = [last, best, throughput, ReseedEachEpoch(recipe.train.seed), ValidateLastEpoch()]
+    callbacks.append(LearningRateMonitor("step"))
+    if DynamicTemperature.applies(module):
+        callbacks.append(DynamicTemperature(recipe.train.temperature))
+    trainer = build_trainer(recipe, [*callbacks, *extra_callbacks])
+    if trainer.is_global_zero:
+        recipe.run_dir.mkdir(parents=True, exist_ok=True)
+        (recipe.run_dir / "config.yaml").write_text(recipe.to_yaml())
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    stats = dict(_best_metrics(best, module))
+    epoch = stats.pop("epoch", None)
+    result = RunResult(
+        run_dir=str(recipe.run_dir),
+        metrics=stats,
+        best_epoch=None if epoch is None else int(epoch),
+        best_checkpoint=best.best_model_path or None,
+        last_checkpoint=str(ckpt_dir / "last.ckpt"),
+        seconds=round(time.perf_counter() - start, 1),
+        train_images_per_s=throughput.images_per_s,
+        is_global_zero=trainer.is_global_zero,
+    )
+    if trainer.is_global_zero:
+        (recipe.run_dir / "summary.json").write_text(json.dumps(result.to_dict(), indent=1))
+    return result
+
+
+def _best_metrics(best: ModelCheckpoint, module: EvaluatedModule) -> dict[str, float]:
+    """Stats of the best epoch (kept by the checkpoint callback's score) or the latest validation."""
+    history = getattr(module, "history", [])
+    if best.best_model_score is not None and history:
+        target = float(best.best_model_score)
+        for stats in history:
+            if abs(stats["AP"] - target) < 1e-12:
+                return stats
+    return module.metrics
+
+
+def evaluate(
+    recipe: Recipe,
+    checkpoint: str | Path,
+    det_file: str | None = None,
+    flip: bool | None = None,
+    results_file: str | Path | None = None,
+) -> RunResult:
+    """COCO evaluation of ``checkpoint`` on the recipe's val set (GT boxes, or ``det_file`` detections)."""
+    updates: dict[str, Any] = {}
+    if det_file is not None:
+        updates["data"] = {**recipe.data.model_dump(), "det_file": det_file}
+    if flip is not None:
+        updates["eval"] = {**recipe.eval.model_dump(), "flip_test": flip}
+    if updates:
+        recipe = build_recipe({**recipe.model_dump(exclude={"name"}), **updates}, recipe.name)
+    dm = build_datamodule(recipe, train=False)
+    dm.setup("validate")
+    module = build_module(recipe, dm)
+    load_weights(module, checkpoint)
+    module.results_file = results_file
+    trainer = build_trainer(recipe, loggers=False)
+    start = time.perf_counter()
+    trainer.validate(module, datamodule=dm, verbose=False)
+    return RunResult(
+        run_dir=str(recipe.run_dir),
+        metrics=dict(module.metrics),
+        best_checkpoint=str(checkpoint),
+        seconds=round(time.perf_counter() - start, 1),
+        results_file=str(results_file) if results_file else None,
+        n_results=len(module.evaluator.last_results) if module.evaluator is not None else None,
+        is_global_zero=trainer.is_global_zero,
+    )

@@ -1,0 +1,81 @@
+"""The ``train:`` and ``eval:`` sections of a recipe: optimiser, schedule, trainer options, evaluation options."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors (a typo must never be ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class OptimizerConfig(Strict):
+    """``torch.optim`` optimiser; block lr hints (e.g. DCN offsets) become parameter groups."""
+
+    type: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0)
+
+
+class ScheduleConfig(Strict):
+    """Per-epoch lr schedule after a linear per-step warm-up (SimpleBaseline: multistep 90/120, ×0.1)."""
+
+    type: Literal["multistep", "cosine", "constant"] = "multistep"
+    milestones: list[int] = Field(default_factory=lambda: [90, 120])
+    gamma: float = Field(0.1, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    warmup_ratio: float = Field(0.001, gt=0, le=1)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+
+
+class TemperatureConfig(Strict):
+    """Dynamic-conv softmax temperature: linear ``start`` → ``end`` over ``epochs`` (paper: 30 → 1 over 10)."""
+
+    start: float = Field(30.0, gt=0)
+    end: float = Field(1.0, gt=0)
+    epochs: float = Field(10.0, ge=0)
+
+
+class TrainConfig(Strict):
+    """Trainer options (Lightning), optimiser and schedule, run directory, resume."""
+
+    max_epochs: int = Field(140, ge=1)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    temperature: TemperatureConfig = Field(default_factory=TemperatureConfig)
+    seed: int = 0
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    precision: Literal["32-true", "16-mixed", "bf16-mixed", "32", "16", "bf16"] = "32-true"
+    channels_last: bool = False
+    val_every: int = Field(1, ge=1)
+    checkpoint_every_n_steps: int | None = Field(None, ge=1)
+    limit_train_batches: int | float | None = None
+    gradient_clip: float | None = Field(None, gt=0)
+    log_every_n_steps: int = Field(20, ge=1)
+    torch_threads: int | None = Field(None, ge=1)
+    run_dir: str | None = None
+    resume: bool | str = False
+    progress_bar: bool = True
+
+    @model_validator(mode="after")
+    def _milestones_sorted(self) -> TrainConfig:
+        if self.schedule.milestones != sorted(self.schedule.milestones):
+            raise ValueError("schedule.milestones must be increasing, e.g. [90, 120]")
+        return self
+
+
+class EvalConfig(Strict):
+    """Evaluation options (pose): flip test, OKS-NMS threshold (null: off), keypoint-score threshold."""
+
+    flip_test: bool = True
+    oks_nms: float | None = Field(0.9, gt=0, le=1)
+    visible_thr: float = Field(0.2, ge=0, le=1)
+    batch_size: int | None = Field(None, ge=1)

@@ -1,0 +1,156 @@
+"""End to end: train → checkpoint → eval (synthetic set and the real COCO sample), resume after a kill,
+2-process CPU DDP evaluation equal to a single process, and the tools' one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.recipe import load_recipe
+from models.runner import train
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT.parent / "shared/data/coco_sample"
+BASE = ROOT / "configs/pose_baseline.yaml"
+TINY = [
+    "model.input_size=[64, 64]",
+    "model.head.deconv_channels=8",
+    "data.synthetic.train_images=6",
+    "data.synthetic.val_images=3",
+    "data.num_workers=0",
+    "data.batch_size=4",
+    "train.max_epochs=1",
+    "train.progress_bar=false",
+    "train.log_every_n_steps=1",
+    "train.schedule.warmup_steps=0",
+]
+
+
+def tool(name: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / name), *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def run_json(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout[proc.stdout.index("{") :])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], object]:
+    run_dir = tmp_path_factory.mktemp("run") / "synth"
+    overrides = [*TINY, f"train.run_dir={run_dir}"]
+    return overrides, train(load_recipe(BASE, overrides))
+
+
+def test_train_writes_run_dir_and_eval_reproduces_its_ap(trained, tmp_path: Path) -> None:
+    overrides, result = trained
+    run = Path(result.run_dir)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert {"config.yaml", "summary.json", "logs", "tb"} <= {p.name for p in run.iterdir()}
+    assert list(result.metrics) == ["AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"]
+    assert result.train_images_per_s > 0
+    # The resolved config reloads to the same recipe, and the checkpoint stores it: eval needs no CONFIG.
+    assert load_recipe(run / "config.yaml").model == load_recipe(BASE, overrides).model
+    out = tmp_path / "results.json"
+    ev = run_json(tool("eval.py", "--checkpoint", result.best_checkpoint, "--json", "--out", str(out)))
+    assert ev["metrics"] == pytest.approx(result.metrics, abs=1e-12)
+    results = json.loads(out.read_text())
+    assert results and all(len(r["keypoints"]) == 17 * 3 for r in results)
+
+
+def test_eval_prints_the_table_and_rejects_a_foreign_checkpoint(trained) -> None:
+    overrides, result = trained
+    proc = tool("eval.py", str(BASE), *overrides, "--checkpoint", result.best_checkpoint, "--no-flip")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| AP | AP50 | AP75 | APm | APl | AR | AR50 | AR75 | ARm | ARl |" in proc.stdout
+    other = tool("eval.py", str(ROOT / "configs/pose_dcn.yaml"), *overrides, "--checkpoint", result.best_checkpoint)
+    assert other.returncode == 2
+    assert other.stderr.startswith("error: checkpoint") and "does not match the model" in other.stderr
+    assert "Traceback" not in other.stderr
+
+
+def test_ddp_two_cpu_processes_give_the_same_ap_as_one(trained, tmp_path: Path) -> None:
+    overrides, result = trained
+    ckpt = result.best_checkpoint
+    single = run_json(tool("eval.py", "--checkpoint", ckpt, "--json", "--out", str(tmp_path / "a.json")))
+    ddp = ["train.accelerator=cpu", "train.devices=2", "train.strategy=ddp"]
+    out = tmp_path / "b.json"
+    double = run_json(tool("eval.py", *ddp, "--checkpoint", ckpt, "--json", "--out", str(out)))
+    assert double["metrics"] == single["metrics"]
+    # The sampler pads an odd-sized set with repeats; each instance must be scored exactly once. (Keypoints
+    # may differ in the last digit: the two processes batch different crops, and oneDNN's sums follow.)
+    ids = [r["image_id"] for r in json.loads(out.read_text())]
+    assert ids == [r["image_id"] for r in json.loads((tmp_path / "a.json").read_text())]
+    assert len(ids) == single["n_results"] == double["n_results"]
+    # Training runs under DDP too.
+    proc = tool("train.py", str(BASE), *overrides, *ddp, f"train.run_dir={tmp_path / 'ddp'}", "--json")
+    assert run_json(proc)["metrics"]["AP"] >= 0.0
+    assert (tmp_path / "ddp/checkpoints/last.ckpt").is_file()
+
+
+KILLER = """
+import os, signal, sys
+import lightning as L
+from models.recipe import load_recipe
+from models.runner import train
+
+class Kill(L.Callback):
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+train(load_recipe(sys.argv[1], sys.argv[2:]), [Kill()])
+"""
+
+
+def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    common = [*TINY, "train.max_epochs=3", "train.val_every=1"]  # with augmentation: reseeded per epoch
+    whole = train(load_recipe(BASE, [*common, f"train.run_dir={tmp_path / 'whole'}"]))
+    killed = [*common, f"train.run_dir={tmp_path / 'killed'}"]
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(BASE), *killed], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    ckpt = torch.load(tmp_path / "killed/checkpoints/last.ckpt", weights_only=False)
+    assert ckpt["epoch"] == 0  # one epoch done, then killed
+    again = tool("train.py", str(BASE), *killed)
+    assert again.returncode == 2 and "--resume" in again.stderr  # never silently overwrites a run
+    resumed = run_json(tool("train.py", str(BASE), *killed, "--resume", "--json"))
+    assert resumed["metrics"] == pytest.approx(whole.metrics, abs=1e-9)
+    a = torch.load(tmp_path / "whole/checkpoints/last.ckpt", weights_only=False)
+    b = torch.load(tmp_path / "killed/checkpoints/last.ckpt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 2
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
+
+
+@pytest.mark.skipif(not (SAMPLE / "test_coco.json").is_file(), reason=f"real COCO sample not found at {SAMPLE}")
+def test_real_coco_sample_train_then_eval_with_detections(tmp_path: Path) -> None:
+    ann, dets = SAMPLE / "test_coco.json", SAMPLE / "test_coco_det_AP_H_56.json"
+    data = ["data.dataset=coco", f"data.train_ann={ann}", f"data.train_images={SAMPLE}", f"data.val_ann={ann}"]
+    overrides = [*TINY, *data, f"data.val_images={SAMPLE}", f"train.run_dir={tmp_path / 'coco'}"]
+    result = train(load_recipe(BASE, overrides))
+    out = tmp_path / "dets_results.json"
+    args = ["--checkpoint", result.last_checkpoint, "--det-boxes", str(dets), "--out", str(out), "--json"]
+    ev = run_json(tool("eval.py", str(BASE), *overrides, *args))
+    assert set(ev["metrics"]) == {"AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"}
+    results = json.loads(out.read_text())
+    boxes = json.loads(dets.read_text())
+    assert 0 < len(results) <= len(boxes)  # one pose per detected box, fewer after OKS-NMS
+    assert {r["image_id"] for r in results} <= {b["image_id"] for b in boxes}
+
+
+def test_missing_images_are_one_line_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "images"
+    empty.mkdir()
+    proc = tool("train.py", str(BASE), *TINY, f"data.val_images={empty}", f"train.run_dir={tmp_path / 'x'}")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert "images are missing" in proc.stderr and "Traceback" not in proc.stderr

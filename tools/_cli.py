@@ -1,0 +1,35 @@
+"""Shared by the tools: turn library errors into one line + exit code 2, and print COCO stats as a table."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+
+from convblocks import BlockConfigError
+from data import DataError
+
+USER_ERRORS = (BlockConfigError, DataError)  # RecipeError is a BlockConfigError
+
+
+def run(main: Callable[[], int | None]) -> int:
+    """Call ``main``; bad input prints ``error: ...`` (no traceback, unless CONVZOO_DEBUG=1) and returns 2."""
+    try:
+        return int(main() or 0)
+    except USER_ERRORS as exc:
+        if os.environ.get("CONVZOO_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume (the last epoch checkpoint is kept)", file=sys.stderr)
+        return 130
+
+
+def stats_table(stats: Mapping[str, float], title: str = "") -> str:
+    """COCOeval stats as a Markdown table: one header row of names, one row of values."""
+    names = list(stats)
+    head = "| " + " | ".join(names) + " |"
+    rule = "|" + "|".join("---:" for _ in names) + "|"
+    row = "| " + " | ".join(f"{stats[n]:.3f}" for n in names) + " |"
+    return "\n".join(([title] if title else []) + [head, rule, row])

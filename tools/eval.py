@@ -1,0 +1,53 @@
+"""COCO evaluation of a checkpoint: ``python tools/eval.py CONFIG --checkpoint PATH [--det-boxes FILE] [--flip]``.
+
+Pose: top-down keypoint AP with GT boxes (default) or a detection-results file, flip test, OKS-NMS; prints
+the 10 COCOeval keypoint stats. Detection configs print the 12 bbox stats. ``--out`` keeps the COCO results
+JSON; ``--json`` prints machine-readable output. CONFIG may be omitted: the checkpoint stores its recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from _cli import run, stats_table
+
+from models.recipe import apply_overrides, build_recipe, load_recipe
+from models.runner import evaluate, load_checkpoint_recipe
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", nargs="?", help="recipe YAML (default: the one stored in the checkpoint)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.val_limit=10")
+    parser.add_argument("--checkpoint", required=True, help="a .ckpt from runs/<name>/checkpoints/")
+    parser.add_argument("--det-boxes", metavar="FILE", help="COCO detection results for top-down pose")
+    flip = parser.add_mutually_exclusive_group()
+    flip.add_argument("--flip", dest="flip", action="store_true", default=None, help="flip test (pose)")
+    flip.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test")
+    parser.add_argument("--out", metavar="PATH", help="write the COCO results JSON here")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args()
+    if args.config and "=" in args.config:  # only overrides were given
+        args.overrides, args.config = [args.config, *args.overrides], None
+    if args.config:
+        recipe = load_recipe(args.config, args.overrides)
+    else:
+        stored = load_checkpoint_recipe(args.checkpoint)
+        recipe = build_recipe(apply_overrides(stored.model_dump(mode="json"), args.overrides), stored.name)
+    result = evaluate(recipe, args.checkpoint, det_file=args.det_boxes, flip=args.flip, results_file=args.out)
+    if not result.is_global_zero:
+        return 0
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1))
+        return 0
+    boxes = f"detections from {args.det_boxes}" if args.det_boxes else "GT boxes"
+    what = "keypoints" if recipe.task == "pose" else "bbox"
+    print(stats_table(result.metrics, f"\n{recipe.name}: COCOeval {what} ({boxes if what == 'keypoints' else 'val'})"))
+    if args.out:
+        print(f"\nresults: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main))
