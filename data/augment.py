@@ -14,6 +14,7 @@ from typing import Any
 
 import albumentations as A
 import numpy as np
+import torch
 
 from data.errors import DataError
 from data.keypoint_meta import KeypointMeta
@@ -191,3 +192,21 @@ class DetectionAugment:
         self.pipeline.set_random_seed(int(rng.integers(2**31)))
         out = self.pipeline(image=image, bboxes=boxes.reshape(-1, 4), labels=labels)
         return out["image"], np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4), np.asarray(out["labels"])
+
+
+class EpochSeeded:
+    """Mixin for datasets: a per-sample augmentation RNG, from ``(seed, epoch, index)`` once ``set_epoch`` ran.
+
+    Without ``set_epoch`` it is seeded from torch, so each DataLoader worker draws different augmentations.
+    """
+
+    _epoch_seed: tuple[int, int] | None = None
+
+    def set_epoch(self, seed: int, epoch: int) -> None:
+        """Draw augmentations from ``(seed, epoch, index)`` from now on: reproducible whatever the workers."""
+        self._epoch_seed = (seed, epoch)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        if self._epoch_seed is not None:
+            return np.random.default_rng([*self._epoch_seed, index])
+        return np.random.default_rng(int(torch.randint(0, 2**62, ())))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data.augment import DetectionAugment, DetectionAugmentConfig
+from data.augment import DetectionAugment, DetectionAugmentConfig, EpochSeeded
 from data.coco_io import load_coco, read_image
 from data.errors import DataError
 
@@ -28,7 +28,7 @@ def detection_collate(batch: list[tuple[torch.Tensor, dict[str, Any]]]) -> tuple
     return list(images), list(targets)
 
 
-class CocoDetectionDataset(Dataset):
+class CocoDetectionDataset(EpochSeeded, Dataset):
     """Images with their boxes. `train=True` drops crowd and degenerate boxes and (by default) images left
     without boxes; `train=False` keeps every image and every box (crowd flagged) for evaluation by image id.
     """
@@ -107,7 +107,7 @@ class CocoDetectionDataset(Dataset):
         image_id, boxes, labels, areas, crowd = self.items[index]
         image = read_image(self._path(image_id))
         if self.augment is not None:
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
+            rng = self._rng(index)
             keep = np.arange(len(boxes))
             image, boxes, keep = self.augment(image, boxes, keep, rng)
             keep = keep.astype(np.int64)

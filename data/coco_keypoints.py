@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data.augment import CropParams, TopDownAugment, TopDownAugmentConfig
+from data.augment import CropParams, EpochSeeded, TopDownAugment, TopDownAugmentConfig
 from data.coco_io import load_coco, load_detections, read_image
 from data.errors import DataError
 from data.heatmap import HeatmapCodec
@@ -59,7 +59,7 @@ def clip_box(box: list[float], width: int, height: int) -> list[float] | None:
     return [x1, y1, x2 - x1, y2 - y1]
 
 
-class CocoKeypointDataset(Dataset):
+class CocoKeypointDataset(EpochSeeded, Dataset):
     """Top-down person crops from a COCO keypoint file; boxes from GT or from `det_file` (evaluation).
 
     Skips (counted in `self.skipped`, logged once): crowd and zero-keypoint GT persons, degenerate boxes,
@@ -178,8 +178,7 @@ class CocoKeypointDataset(Dataset):
         crop = CropParams(inst.center, inst.scale)
         rng = None
         if self.augment is not None:
-            # Seeded from torch so each DataLoader worker draws different augmentations.
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
+            rng = self._rng(index)
             crop = self.augment.sample(crop, inst.keypoints, rng)
         matrix = crop_affine(crop.center, crop.scale, self.input_size, crop.rotation, crop.flip)
         patch = warp_image(image, matrix, self.input_size)

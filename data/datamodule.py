@@ -21,13 +21,20 @@ from data.heatmap import HeatmapCodec
 
 
 class EpochShuffle(Sampler[int]):
-    """A permutation of ``range(n)`` drawn from ``seed + epoch``; Lightning calls ``set_epoch`` each epoch."""
+    """A permutation of ``range(n)`` drawn from ``(seed, epoch)``; Lightning calls ``set_epoch`` each epoch.
 
-    def __init__(self, n: int, seed: int = 0) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
+    It passes the epoch on to ``dataset`` (when it has ``set_epoch``), so augmentations are a function of
+    ``(seed, epoch, index)`` too: a resumed run repeats an uninterrupted one exactly.
+    """
+
+    def __init__(self, n: int, seed: int = 0, dataset: Any = None) -> None:
+        self.n, self.seed, self.epoch, self.dataset = n, seed, 0, dataset
+        self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.seed, epoch)
 
     def __iter__(self) -> Iterator[int]:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
@@ -111,10 +118,14 @@ class CocoDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "setup('fit') first"
+        distributed = self.trainer is not None and self.trainer.world_size > 1
+        # Under DDP Lightning's DistributedSampler shuffles by (seed, epoch); augmentations follow torch's RNG.
+        sampler = None if distributed else EpochShuffle(len(self.train_set), self.seed, base_dataset(self.train_set))
         return DataLoader(
             self.train_set,
             batch_size=self.cfg.batch_size,
-            sampler=EpochShuffle(len(self.train_set), self.seed),
+            sampler=sampler,
+            shuffle=True if distributed else None,
             num_workers=self.cfg.num_workers,
             collate_fn=self.collate,
             drop_last=len(self.train_set) > self.cfg.batch_size,

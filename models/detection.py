@@ -90,6 +90,10 @@ def _common(
         raise BlockConfigError(
             f"model.num_classes: expected the number of foreground classes (>= 1), got {num_classes!r}"
         )
+    if kind != "faster_rcnn" and (not isinstance(fpn_channels, int) or fpn_channels < 32 or fpn_channels % 32):
+        raise BlockConfigError(
+            f"model.fpn_channels: {kind}'s head uses GroupNorm(32); use a multiple of 32, got {fpn_channels!r}"
+        )
     head = dict(require_mapping(head or {}, "model.head"))
     check_keys(head, HEAD_KEYS[kind], "model.head")
     options = dict(require_mapping(options or {}, "model.options"))

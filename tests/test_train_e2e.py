@@ -154,3 +154,17 @@ def test_missing_images_are_one_line_errors(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
     assert "images are missing" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_detection_recipe_trains_and_reports_bbox_ap(tmp_path: Path) -> None:
+    det = ROOT / "configs/det_dcn.yaml"
+    tiny = [
+        "model.fpn_channels=32", "data.synthetic.train_images=6",
+        "data.synthetic.val_images=3", "data.num_workers=0", "data.batch_size=2", "train.max_epochs=1",
+        "train.progress_bar=false", "train.schedule.warmup_steps=0", f"train.run_dir={tmp_path / 'det'}",
+    ]  # fmt: skip
+    result = train(load_recipe(det, tiny))
+    assert list(result.metrics) == ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR", "ARs", "ARm", "ARl"]
+    proc = tool("eval.py", str(det), *tiny, "--checkpoint", result.best_checkpoint)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "COCOeval bbox" in proc.stdout and "| AP | AP50 | AP75 | APs |" in proc.stdout
