@@ -22,12 +22,17 @@ test: setup
 test-all: setup
 	$(BIN)/python -m pytest -q -m ""
 
-# Until training lands (issue: train/eval), the demo shows the parts that exist: the synthetic COCO set
-# with its mean-pose floor, block surgery on a pose model, and the block benchmark at small shapes.
+# The main job: generate the synthetic COCO-format set (cached), train SimpleBaseline + CoordConv on it,
+# evaluate the best checkpoint with COCOeval (GT boxes, then the synthetic detector's boxes), draw predictions.
+DEMO := runs/demo
 demo: setup
 	$(BIN)/python tools/make_synth.py --baseline
-	$(BIN)/python tools/summary.py configs/models/simplebaseline_r50_coordconv.yaml
-	$(BIN)/python tools/bench_blocks.py --quick --out runs/bench_blocks_demo.json
+	rm -rf $(DEMO)
+	$(BIN)/python tools/train.py configs/pose_coordconv.yaml train.run_dir=$(DEMO) train.progress_bar=false
+	$(BIN)/python tools/eval.py --checkpoint $(DEMO)/checkpoints/best.ckpt --out $(DEMO)/results.json
+	$(BIN)/python tools/eval.py --checkpoint $(DEMO)/checkpoints/best.ckpt \
+		--det-boxes "$$($(BIN)/python -c 'from data import ensure_synthetic; print(ensure_synthetic().val_detections)')"
+	$(BIN)/python tools/visualize.py configs/pose_coordconv.yaml --results $(DEMO)/results.json --out $(DEMO)/vis
 
 bench: setup
 	$(BIN)/python tools/bench_blocks.py --out runs/bench_blocks.json

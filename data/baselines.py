@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import numpy as np
-from pycocotools.cocoeval import COCOeval
 
 from data.coco_io import load_coco
 from data.errors import DataError
+from data.evaluator import coco_eval
 from data.keypoint_meta import KeypointMeta
-
-STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 
 
 def mean_box_pose(ann_file: str | Path) -> np.ndarray:
@@ -42,14 +38,7 @@ def evaluate_keypoints(ann_file: str | Path, results: list[dict]) -> dict[str, f
     meta = KeypointMeta.from_category(gt.dataset["categories"][0])
     if not results:
         raise DataError("no keypoint results to evaluate; COCOeval needs at least one")
-    with contextlib.redirect_stdout(io.StringIO()):
-        dt = gt.loadRes(results)
-        ev = COCOeval(gt, dt, "keypoints")
-        ev.params.kpt_oks_sigmas = np.asarray(meta.sigmas)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return dict(zip(STAT_NAMES, (float(s) for s in ev.stats), strict=True))
+    return coco_eval(gt, results, "keypoints", meta.sigmas)
 
 
 def instance_oks(pred: np.ndarray, gt: np.ndarray, area: float, sigmas: np.ndarray) -> float:

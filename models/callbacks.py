@@ -96,3 +96,21 @@ class LastCheckpoint(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save(trainer)
+
+
+class EpochLine(L.Callback):
+    """One printed line per epoch (loss, val AP when validated, seconds): progress for logs without a bar."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        m = trainer.callback_metrics
+        line = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+        if "train/loss" in m:
+            line += f"  train/loss {float(m['train/loss']):.5f}"
+        if pl_module.history and pl_module.history[-1].get("epoch") == trainer.current_epoch:
+            line += f"  val/AP {pl_module.history[-1]['AP']:.4f}"
+        print(f"{line}  ({time.perf_counter() - self._start:.0f} s)", flush=True)

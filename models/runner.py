@@ -22,7 +22,14 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from data.datamodule import CocoDataModule, base_dataset
 
-from .callbacks import DynamicTemperature, LastCheckpoint, ReseedEachEpoch, Throughput, ValidateLastEpoch
+from .callbacks import (
+    DynamicTemperature,
+    EpochLine,
+    LastCheckpoint,
+    ReseedEachEpoch,
+    Throughput,
+    ValidateLastEpoch,
+)
 from .detection_module import DetectionModule
 from .lit_base import EvaluatedModule
 from .pose_module import PoseModule
@@ -191,6 +198,8 @@ def train(recipe: Recipe, extra_callbacks: Sequence[L.Callback] = ()) -> RunResu
     throughput = Throughput()
     callbacks = [last, best, throughput, ReseedEachEpoch(recipe.train.seed), ValidateLastEpoch()]
     callbacks.append(LearningRateMonitor("step"))
+    if not recipe.train.progress_bar:
+        callbacks.append(EpochLine())
     if DynamicTemperature.applies(module):
         callbacks.append(DynamicTemperature(recipe.train.temperature))
     trainer = build_trainer(recipe, [*callbacks, *extra_callbacks])
