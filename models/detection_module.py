@@ -5,21 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn as nn
-
-from data.evaluator import BoxEvaluator
 
 from .lit_base import EvaluatedModule
-from .train_config import EvalConfig, TrainConfig
 
 
 class DetectionModule(EvaluatedModule):
-    """Trains FCOS / RetinaNet / Faster R-CNN; validation runs COCOeval (bbox) through ``evaluator``."""
-
-    def __init__(
-        self, model: nn.Module, train_cfg: TrainConfig, eval_cfg: EvalConfig, evaluator: BoxEvaluator | None = None
-    ) -> None:
-        super().__init__(model, train_cfg, eval_cfg, evaluator)
+    """Trains FCOS / RetinaNet / Faster R-CNN; validation runs COCOeval (bbox) through ``evaluator``
+    (a ``data.evaluator.BoxEvaluator``)."""
 
     def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """List of ``(3, H, W)`` images in [0, 1] → per image ``boxes (M, 4)`` xyxy, ``scores``, ``labels``."""

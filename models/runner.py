@@ -208,7 +208,8 @@ def train(recipe: Recipe, extra_callbacks: Sequence[L.Callback] = ()) -> RunResu
         (recipe.run_dir / "config.yaml").write_text(recipe.to_yaml())
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=resume)
-    stats = dict(_best_metrics(best, module))
+    # The best checkpoint is the first epoch with the highest val AP, as ModelCheckpoint(mode="max") keeps it.
+    stats = dict(max(module.history, key=lambda h: h["AP"], default=module.metrics))
     epoch = stats.pop("epoch", None)
     result = RunResult(
         run_dir=str(recipe.run_dir),
@@ -223,17 +224,6 @@ def train(recipe: Recipe, extra_callbacks: Sequence[L.Callback] = ()) -> RunResu
     if trainer.is_global_zero:
         (recipe.run_dir / "summary.json").write_text(json.dumps(result.to_dict(), indent=1))
     return result
-
-
-def _best_metrics(best: ModelCheckpoint, module: EvaluatedModule) -> dict[str, float]:
-    """Stats of the best epoch (kept by the checkpoint callback's score) or the latest validation."""
-    history = getattr(module, "history", [])
-    if best.best_model_score is not None and history:
-        target = float(best.best_model_score)
-        for stats in history:
-            if abs(stats["AP"] - target) < 1e-12:
-                return stats
-    return module.metrics
 
 
 def evaluate(

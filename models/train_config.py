@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class Strict(BaseModel):
-    """Unknown keys are errors (a typo must never be ignored)."""
-
-    model_config = ConfigDict(extra="forbid")
+from data.config import Strict
 
 
 class OptimizerConfig(Strict):
