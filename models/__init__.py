@@ -3,9 +3,9 @@
 from .backbone import TimmBackbone, build_backbone
 from .describe import describe
 from .detection import TimmFPN
-from .keypoints import decode_heatmaps, decode_simcc, heatmap_loss, simcc_loss
+from .keypoints import decode_heatmaps, decode_regression, decode_simcc, heatmap_loss, regression_loss, simcc_loss
 from .pose import TopDownPose
-from .pose_heads import HeatmapHead, SimCCHead
+from .pose_heads import HeatmapHead, RegressionHead, SimCCHead
 from .registry import HEADS, MODELS, build_model, register_head, register_model
 from .rules import BlockRule, parse_rules
 from .surgery import Replacement, SurgeryReport, apply_block_rules
@@ -15,6 +15,7 @@ __all__ = [
     "MODELS",
     "BlockRule",
     "HeatmapHead",
+    "RegressionHead",
     "Replacement",
     "SimCCHead",
     "SurgeryReport",
@@ -25,11 +26,13 @@ __all__ = [
     "build_backbone",
     "build_model",
     "decode_heatmaps",
+    "decode_regression",
     "decode_simcc",
     "describe",
     "heatmap_loss",
     "parse_rules",
     "register_head",
     "register_model",
+    "regression_loss",
     "simcc_loss",
 ]

@@ -28,6 +28,13 @@ def decode_simcc(
     return xy, torch.minimum(x_score, y_score)
 
 
+def decode_regression(pred: torch.Tensor, input_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Regression head ``(N, K, 3)`` → coordinates ``(N, K, 2)`` in input pixels and scores ``(N, K)`` (sigmoid)."""
+    h, w = input_size
+    scale = pred.new_tensor([w, h])
+    return pred[..., :2] * scale, pred[..., 2].sigmoid()
+
+
 def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """SimpleBaseline MSE: ``pred``/``target`` ``(N, K, h, w)``, ``weight`` ``(N, K)`` (0 = unlabelled keypoint)."""
     err = (pred - target).pow(2).mean(dim=(2, 3))
@@ -55,3 +62,17 @@ def simcc_loss(
     if weight is not None:
         loss = loss * weight
     return loss.mean()
+
+
+def regression_loss(
+    pred: torch.Tensor, xy: torch.Tensor, input_size: tuple[int, int], weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """L1 on normalised coordinates (labelled keypoints only) + BCE of the visibility logit against labelled.
+
+    ``pred`` ``(N, K, 3)`` from ``RegressionHead``; ``xy`` ``(N, K, 2)`` input pixels; ``weight`` ``(N, K)``.
+    """
+    h, w = input_size
+    target = xy / xy.new_tensor([w, h])
+    labelled = torch.ones_like(pred[..., 2]) if weight is None else (weight > 0).to(pred.dtype)
+    l1 = (pred[..., :2] - target).abs().sum(-1) * labelled
+    return l1.mean() + F.binary_cross_entropy_with_logits(pred[..., 2], labelled)

@@ -134,3 +134,41 @@ class SimCCHead(nn.Module):
         """``(N, C, h, w)`` → ``(x_logits (N, K, W·r), y_logits (N, K, H·r))``."""
         maps = self.final(self.convs(x)).flatten(2)
         return self.fc_x(maps), self.fc_y(maps)
+
+
+@register_head("regression")
+class RegressionHead(nn.Module):
+    """Direct coordinate regression: convs → global average pool → linear → ``(N, K, 3)``.
+
+    Per keypoint: ``x/W``, ``y/H`` (crop coordinates normalised to [0, 1]) and a visibility logit. Global
+    pooling throws away *where* features are; a plain conv stack is translation-equivariant, so the head can
+    only find positions through padding effects — unless its convs see coordinates (``blocks: [{name:
+    "convs.*", block: coordconv}]``): the setting where Liu et al. (2018) show plain convolutions fail.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_keypoints: int,
+        conv_layers: int = 2,
+        conv_channels: int = 128,
+        conv_kernel: int = 3,
+        blocks: Sequence[dict[str, Any]] | None = None,
+        where: str = "head",
+    ) -> None:
+        super().__init__()
+        layers, c = [], in_channels
+        for _ in range(conv_layers):
+            layers.append(conv_norm_act(c, conv_channels, conv_kernel))
+            c = conv_channels
+        self.convs = nn.Sequential(*layers)
+        self.fc = nn.Linear(c, num_keypoints * 3)
+        self.num_keypoints = num_keypoints
+        _init_normal(self, std=0.01)
+        nn.init.constant_(self.fc.bias.data.view(num_keypoints, 3)[:, :2], 0.5)  # start at the crop centre
+        self.surgery = apply_block_rules(self, blocks, None, where)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, h, w)`` → ``(N, K, 3)``: normalised x, y and a visibility logit."""
+        pooled = self.convs(x).mean(dim=(2, 3))
+        return self.fc(pooled).view(x.shape[0], self.num_keypoints, 3)

@@ -1,4 +1,4 @@
-"""LightningModule for top-down pose: heatmap (MSE) or SimCC (KL) training, flip-test validation with COCOeval."""
+"""LightningModule for top-down pose: heatmap (MSE), SimCC (KL) or regression (L1) training, flip-test validation."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import torch
 from data.evaluator import KeypointEvaluator
 from data.heatmap import HeatmapCodec, flip_back
 
-from .keypoints import decode_simcc, heatmap_loss, simcc_loss
+from .keypoints import decode_regression, decode_simcc, heatmap_loss, regression_loss, simcc_loss
 from .lit_base import EvaluatedModule
 from .pose import TopDownPose
-from .pose_heads import SimCCHead
+from .pose_heads import RegressionHead, SimCCHead
 from .train_config import EvalConfig, TrainConfig
 
 
@@ -36,16 +36,21 @@ class PoseModule(EvaluatedModule):
         super().__init__(model, train_cfg, eval_cfg, evaluator)
         self.codec = codec
         self.flip_index = None if flip_index is None else np.asarray(flip_index)
-        self.simcc = isinstance(model.head, SimCCHead)
+        head = model.head
+        self.kind = (
+            "simcc" if isinstance(head, SimCCHead) else "regression" if isinstance(head, RegressionHead) else "heatmap"
+        )
 
     def forward(self, images: torch.Tensor) -> Any:
-        """``(N, 3, H, W)`` → heatmaps ``(N, K, h, w)`` or SimCC ``(x, y)`` logits."""
+        """``(N, 3, H, W)`` → heatmaps ``(N, K, h, w)``, SimCC ``(x, y)`` logits or regression ``(N, K, 3)``."""
         if self.train_cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.model(images)
 
     def loss(self, out: Any, batch: dict[str, Any]) -> torch.Tensor:
-        if self.simcc:
+        if self.kind == "regression":
+            return regression_loss(out, batch["keypoints"][..., :2], self.model.input_size, batch["target_weight"])
+        if self.kind == "simcc":
             x, y = out
             return simcc_loss(
                 x, y, batch["keypoints"][..., :2], self.model.head.split_ratio, weight=batch["target_weight"]
@@ -60,7 +65,16 @@ class PoseModule(EvaluatedModule):
     def predict_keypoints(self, images: torch.Tensor, flip: bool) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """Crop-space keypoints ``(N, K, 2)``, scores ``(N, K)`` and the raw output (for the loss)."""
         out = self(images)
-        if self.simcc:
+        if self.kind == "regression":
+            coords, scores = decode_regression(out.float(), self.model.input_size)
+            if flip:
+                fcoords, fscores = decode_regression(self(images.flip(-1)).float(), self.model.input_size)
+                idx = torch.as_tensor(self.flip_index, device=coords.device)
+                fcoords, fscores = fcoords.index_select(1, idx), fscores.index_select(1, idx)
+                fcoords[..., 0] = images.shape[-1] - 1 - fcoords[..., 0]  # pixel x ↔ W - 1 - x in the mirror
+                coords, scores = 0.5 * (coords + fcoords), 0.5 * (scores + fscores)
+            return coords, scores, out
+        if self.kind == "simcc":
             x, y = out
             if flip:
                 fx, fy = self(images.flip(-1))

@@ -66,7 +66,8 @@ class Recipe(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+def read_config(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe file with its ``_base_`` chain merged in (not validated)."""
     if path in chain:
         raise RecipeError(f"{path}: _base_ cycle ({' -> '.join(p.name for p in (*chain, path))}); remove one _base_")
     if not path.is_file():
@@ -83,18 +84,18 @@ def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     bases = raw.pop("_base_", [])
     merged: dict[str, Any] = {}
     for base in [bases] if isinstance(bases, str) else bases:
-        merged = _merge(merged, _read_yaml((path.parent / base).resolve(), (*chain, path)))
-    return _merge(merged, raw)
+        merged = merge_configs(merged, read_config((path.parent / base).resolve(), (*chain, path)))
+    return merge_configs(merged, raw)
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def merge_configs(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     """Deep merge: mappings key by key (unless ``_delete_: true``), everything else replaced."""
     out = dict(base)
     for key, value in top.items():
         if isinstance(value, dict) and value.get("_delete_"):
             out[key] = {k: v for k, v in value.items() if k != "_delete_"}
         elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_configs(out[key], value)
         else:
             out[key] = value
     return out
@@ -109,7 +110,7 @@ def apply_overrides(cfg: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         dotted = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as exc:
         raise RecipeError(f"overrides: {str(exc).splitlines()[0]}; use key.path=value") from None
-    return _merge(cfg, dotted)
+    return merge_configs(cfg, dotted)
 
 
 def _fields_at(loc: Sequence[Any]) -> list[str]:
@@ -152,7 +153,7 @@ def build_recipe(cfg: dict[str, Any], name: str = "run") -> Recipe:
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """Read ``path`` (following ``_base_``), apply dotted ``overrides`` and validate; name = the file's stem."""
     path = Path(path)
-    cfg = apply_overrides(_read_yaml(path.resolve(), ()), overrides)
+    cfg = apply_overrides(read_config(path.resolve()), overrides)
     if "model" not in cfg:
         raise RecipeError(f"{path}: no 'model' section; add one or a _base_ that has it")
     return build_recipe(cfg, name=cfg.pop("name", path.stem))

@@ -55,6 +55,7 @@ class RunResult:
     results_file: str | None = None
     n_results: int | None = None
     is_global_zero: bool = True
+    history: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,7 +89,7 @@ def build_module(recipe: Recipe, datamodule: CocoDataModule | None = None) -> Ev
 
 def check_heatmap_size(module: PoseModule, expected: tuple[int, int], recipe: Recipe) -> None:
     """The model's heatmaps must be the codec's size (``input_size / data.heatmap.stride``)."""
-    if module.simcc:
+    if module.kind != "heatmap":
         return
     h, w = recipe.model.get("input_size", (256, 192))
     module.model.eval()
@@ -180,8 +181,14 @@ def build_trainer(recipe: Recipe, callbacks: Sequence[L.Callback] = (), loggers:
     )
 
 
-def train(recipe: Recipe, extra_callbacks: Sequence[L.Callback] = ()) -> RunResult:
-    """Fit ``recipe`` (resuming when ``train.resume``); best checkpoint by val AP; returns the best stats."""
+def train(
+    recipe: Recipe, extra_callbacks: Sequence[L.Callback] = (), results_file: str | Path | None = None
+) -> RunResult:
+    """Fit ``recipe`` (resuming when ``train.resume``); best checkpoint by val AP; returns the best stats.
+
+    ``history`` holds the stats of every validation (the last one is the final epoch's); with
+    ``results_file`` each validation also writes its COCO results JSON there (the last one stays).
+    """
     if recipe.train.torch_threads:
         torch.set_num_threads(recipe.train.torch_threads)
     resume = _resume_path(recipe)
@@ -189,6 +196,7 @@ def train(recipe: Recipe, extra_callbacks: Sequence[L.Callback] = ()) -> RunResu
     dm = build_datamodule(recipe)
     dm.setup("fit")
     module = build_module(recipe, dm)
+    module.results_file = None if results_file is None else str(results_file)
     ckpt_dir = recipe.run_dir / "checkpoints"
     last = LastCheckpoint(ckpt_dir, recipe.train.checkpoint_every_n_steps)
     best = ModelCheckpoint(
@@ -220,6 +228,7 @@ def train(recipe: Recipe, extra_callbacks: Sequence[L.Callback] = ()) -> RunResu
         seconds=round(time.perf_counter() - start, 1),
         train_images_per_s=throughput.images_per_s,
         is_global_zero=trainer.is_global_zero,
+        history=[dict(h) for h in module.history],
     )
     if trainer.is_global_zero:
         (recipe.run_dir / "summary.json").write_text(json.dumps(result.to_dict(), indent=1))

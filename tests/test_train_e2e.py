@@ -4,39 +4,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, SAMPLE, TINY, tool
 
 from models.recipe import load_recipe
 from models.runner import train
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT.parent / "shared/data/coco_sample"
 BASE = ROOT / "configs/pose_baseline.yaml"
-TINY = [
-    "model.input_size=[64, 64]",
-    "model.head.deconv_channels=8",
-    "data.synthetic.train_images=6",
-    "data.synthetic.val_images=3",
-    "data.num_workers=0",
-    "data.batch_size=4",
-    "train.max_epochs=1",
-    "train.progress_bar=false",
-    "train.log_every_n_steps=1",
-    "train.schedule.warmup_steps=0",
-]
-
-
-def tool(name: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "tools" / name), *args], capture_output=True, text=True, timeout=timeout, env=env
-    )
 
 
 def run_json(proc: subprocess.CompletedProcess) -> dict:
@@ -102,6 +81,8 @@ import os, signal, sys
 import lightning as L
 from models.recipe import load_recipe
 from models.runner import train
+
+from helpers import ROOT, SAMPLE, TINY, tool
 
 class Kill(L.Callback):
     def on_train_epoch_start(self, trainer, module):

@@ -1,0 +1,30 @@
+"""Shared by the end-to-end tests: repository paths, a tiny training setup, and running a tool."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT.parent / "shared/data/coco_sample"
+TINY = [
+    "model.input_size=[64, 64]",
+    "model.head.deconv_channels=8",
+    "data.synthetic.train_images=6",
+    "data.synthetic.val_images=3",
+    "data.num_workers=0",
+    "data.batch_size=4",
+    "train.max_epochs=1",
+    "train.progress_bar=false",
+    "train.log_every_n_steps=1",
+    "train.schedule.warmup_steps=0",
+]
+
+
+def tool(name: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / name), *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
