@@ -171,6 +171,7 @@ class BoxEvaluator:
                     "score": float(score),
                 }
                 for box, score, label in zip(xywh, out["scores"].tolist(), out["labels"].tolist(), strict=True)
+                if int(label) in self.label_to_category  # FCOS/RetinaNet can emit label 0 (background): not a class
             ]
             self._items.append((image_id, entries))
 
