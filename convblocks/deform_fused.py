@@ -40,14 +40,14 @@ class DeformSampleMatmul(torch.autograd.Function):
             g, _, ck = weight.shape
             w = weight.to(compute_dtype)
             step = chunk_size(n, x.shape[1] * per * grid.shape[1] * grid.shape[2] * x.element_size())
-            outs = []
+            length = x.shape[1] * per * grid.shape[1] * grid.shape[2] // (g * ck)  # H_out·W_out
+            out = torch.empty(n, g, w.shape[1], length, dtype=compute_dtype, device=x.device)
             for s in range(0, n, step):
                 e = min(n, s + step)
                 cols = _grid_sample(x[s * per : e * per], grid[s * per : e * per])
                 if mask is not None:
                     cols.mul_(mask[s * per : e * per])
-                outs.append(torch.matmul(w, cols.to(compute_dtype).view(e - s, g, ck, -1)))
-            out = torch.cat(outs) if len(outs) > 1 else outs[0]
+                torch.matmul(w, cols.to(compute_dtype).view(e - s, g, ck, -1), out=out[s:e])
         ctx.save_for_backward(x, grid, mask, weight)
         ctx.n, ctx.compute_dtype, ctx.step = n, compute_dtype, step
         return out
@@ -65,6 +65,7 @@ class DeformSampleMatmul(torch.autograd.Function):
         ggrid = torch.empty_like(grid) if need_grid else None
         gmask = torch.empty_like(mask) if (need_mask and mask is not None) else None
         gw = torch.zeros(weight.shape, dtype=torch.float32 if cdtype != torch.float64 else cdtype, device=x.device)
+        grad_out = grad_out.contiguous()  # a broadcast gradient (e.g. of .sum()) would be copied per matmul
         with torch.autocast(x.device.type, enabled=False):
             for s in range(0, n, step):
                 e = min(n, s + step)
@@ -76,13 +77,14 @@ class DeformSampleMatmul(torch.autograd.Function):
                 if mask is not None:
                     m = mask[rows]
                     if gmask is not None:
-                        gmask[rows] = (gcols * cols).sum(dim=1, keepdim=True)
+                        gmask[rows] = torch.linalg.vecdot(gcols, cols, dim=1).unsqueeze(1)
                     if cols is not None:
                         cols.mul_(m)
                     gcols.mul_(m)
                 if need_w:
                     c = cols.to(cdtype).view(e - s, g, ck, -1)
-                    gw += torch.matmul(go, c.transpose(2, 3)).sum(0).to(gw.dtype)
+                    for j in range(g):  # gw[j] += Σ_samples go @ cᵀ, reduced inside one batched matmul
+                        gw[j].addbmm_(go[:, j].to(gw.dtype), c[:, j].transpose(1, 2).to(gw.dtype))
                 if need_x or need_grid:
                     gxi, ggi = torch.ops.aten.grid_sampler_2d_backward(gcols, xs, gs, 0, 0, False, [need_x, need_grid])
                     if need_x:

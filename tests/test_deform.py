@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from convblocks import DeformConv2d, ModulatedDeformConv2d, build_block, deform_conv2d, param_groups
+from convblocks import DeformConv2d, ModulatedDeformConv2d, build_block, deform_conv2d, deform_fused, param_groups
 
 IMPLS = ["native", "reference", "torchvision"]
 
@@ -193,3 +193,17 @@ def test_native_keeps_no_columns_for_backward():
     columns = x.shape[0] * 32 * 9 * offset.shape[-2] * offset.shape[-1] * 4
     assert ref >= columns  # the autograd formulation keeps the columns (and more)
     assert ours < columns / 2  # native keeps input, grid and mask only
+
+
+def test_native_in_several_chunks_with_a_broadcast_gradient_equals_torchvision(monkeypatch):
+    """Chunks of 2 samples (5 = 2 + 2 + 1), groups and offset groups, the expanded gradient of ``.sum()``."""
+    monkeypatch.setattr(deform_fused, "chunk_size", lambda n, per_sample_bytes: 2)
+    x, offset, weight, bias, stride, pad, dil, mask = random_case(torch.float64, n=5)
+    leaves = [t.requires_grad_() for t in (x, offset, weight, bias, mask)]
+    ours = deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl="native")
+    ref = torchvision.ops.deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    g_ours = torch.autograd.grad(ours.sum(), leaves)  # grad_out is a stride-0 broadcast of one scalar
+    g_ref = torch.autograd.grad(ref.sum(), leaves)
+    for a, b in zip(g_ours, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
