@@ -11,6 +11,7 @@ import pytest
 from data.config import DataConfig, resolve_paths
 from data.errors import DataError
 from models import build_model
+from models.compare import is_comparison, load_spec, plan_runs
 from models.recipe import RecipeError, apply_overrides, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,9 +112,15 @@ def test_missing_coco_paths_are_named(tmp_path: Path) -> None:
 )
 def test_every_shipped_recipe_validates_and_builds(path: Path) -> None:
     overrides = ["data.root=/path/to/coco"] if path.parts[0] == "coco" else []  # checked for existence later
-    r = load_recipe(CONFIGS / path, overrides)
-    model = build_model(r.model)
-    assert sum(p.numel() for p in model.parameters()) > 0
+    if is_comparison(CONFIGS / path):  # a comparison: every variant's recipe of the first seed
+        spec, folder = load_spec(CONFIGS / path)
+        recipes = [r.recipe for r in plan_runs(spec, folder) if r.seed == spec.seeds[0]]
+        assert [r.name.split("/")[1] for r in recipes] == list(spec.variants)
+    else:
+        recipes = [load_recipe(CONFIGS / path, overrides)]
+    for r in recipes:
+        model = build_model(r.model)
+        assert sum(p.numel() for p in model.parameters()) > 0
 
 
 def test_train_tool_prints_one_line_and_exits_2(base: Path) -> None:
