@@ -70,13 +70,15 @@ def test_resampled_ap_equals_pycocotools_on_a_duplicated_set(iou_type: str) -> N
     results = _noisy_keypoints(gt, 6.0, 0) if iou_type == "keypoints" else json.loads(DETS.read_text())
     sigmas = SIGMAS if iou_type == "keypoints" else None
     resampler = ImageResampler(gt, [dict(r) for r in results], iou_type, image_ids, sigmas)
-    full = coco_eval(gt, [dict(r) for r in results], iou_type, sigmas)["AP"]
-    assert resampler.ap() == pytest.approx(full, abs=1e-12)
-    assert 0.05 < full < 0.99  # a score that resampling can move
+    full = coco_eval(gt, [dict(r) for r in results], iou_type, sigmas)
+    assert resampler.scores() == pytest.approx({"AP": full["AP"], "AP50": full["AP50"]}, abs=1e-12)
+    assert 0.05 < full["AP"] < 0.99  # a score that resampling can move
     for picks in ([0, 0, 1, 3, 3, 3], [2, 1, 1], [3, 0, 2, 1]):
         dup, dets = _duplicated(gt, results, image_ids, picks)
-        reference = coco_eval(dup, dets, iou_type, sigmas)["AP"]
-        assert resampler.ap(picks) == pytest.approx(reference, abs=1e-12)
+        reference = coco_eval(dup, dets, iou_type, sigmas)
+        assert resampler.scores(picks) == pytest.approx({"AP": reference["AP"], "AP50": reference["AP50"]}, abs=1e-12)
+    assert resampler.scores([3, 0, 2, 1]) == resampler.scores()  # a permutation is the same set
+    assert resampler.scores([0, 0, 1, 3, 3, 3]) != resampler.scores()  # a resample with repeats moves the score
 
 
 @needs_sample
@@ -88,13 +90,15 @@ def test_paired_bootstrap_intervals() -> None:
         return [ImageResampler(gt, _noisy_keypoints(gt, scale, s), "keypoints", ids, SIGMAS) for s in seeds]
 
     base, same, exact = runs(8.0, range(3)), runs(8.0, range(3)), runs(0.0, range(3))
-    out = paired_bootstrap({"base": base, "same": same, "exact": exact}, "base", n_boot=200)
+    both = paired_bootstrap({"base": base, "same": same, "exact": exact}, "base", n_boot=200)
+    out = {v: d["AP"] for v, d in both.items()}
+    assert both["exact"]["AP50"]["diff"] >= 0 and set(both["same"]) == {"AP", "AP50"}
     # The same predictions: no difference, but seeds are resampled per variant, so the interval straddles 0.
     assert out["same"]["diff"] == 0.0
     assert out["same"]["low"] < 0 < out["same"]["high"] and verdict(out["same"]) == "within noise"
     # One seed each: only images are resampled, and they are shared (paired), so every replicate differs by 0.
     one = paired_bootstrap({"base": base[:1], "same": same[:1]}, "base", n_boot=50)
-    assert (one["same"]["low"], one["same"]["high"]) == (0.0, 0.0)
+    assert [(d["low"], d["high"]) for d in one["same"].values()] == [(0.0, 0.0), (0.0, 0.0)]
     full = np.mean([r.ap() for r in exact]) - np.mean([r.ap() for r in base])
     assert out["exact"]["diff"] == pytest.approx(full) and out["exact"]["low"] > 0 and verdict(out["exact"]) == "better"
     assert out["base"]["low"] == out["base"]["high"] == 0.0
@@ -172,7 +176,7 @@ def test_two_variant_comparison_end_to_end(tiny_comparison: tuple[Path, str]) ->
         assert (out / name).is_file(), name
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert [r["variant"] for r in rows] == ["pose_baseline", "pose_coordconv"]
-    assert rows[0]["verdict"] == "baseline" and rows[1]["verdict"] in ("better", "worse", "within noise")
+    assert rows[0]["verdict_AP"] == "baseline" and rows[1]["verdict_AP"] in ("better", "worse", "within noise")
     runs = list(csv.DictReader((out / "runs.csv").open()))
     for row, variant in zip(runs, ["pose_baseline", "pose_coordconv"], strict=True):
         summary = json.loads((out / variant / "seed0" / "summary.json").read_text())

@@ -51,8 +51,12 @@ class ImageResampler:
 
     def ap(self, indices: Sequence[int] | np.ndarray | None = None) -> float:
         """COCO AP (IoU/OKS .50:.95, area all, most detections) on ``image_ids[indices]`` (default: all)."""
+        return self.scores(indices)["AP"]
+
+    def scores(self, indices: Sequence[int] | np.ndarray | None = None) -> dict[str, float]:
+        """``AP`` and ``AP50`` (COCOeval's first two stats) on ``image_ids[indices]`` (default: all images)."""
         if self.empty:
-            return 0.0
+            return {"AP": 0.0, "AP50": 0.0}
         idx = self._order if indices is None else self._order[np.asarray(indices)]
         ev = copy.copy(self.eval)
         params = copy.copy(self.eval.params)
@@ -61,9 +65,13 @@ class ImageResampler:
         ev.evalImgs = [records[i] for records in self._per_cat for i in idx]
         with contextlib.redirect_stdout(io.StringIO()):
             ev.accumulate()
-        precision = ev.eval["precision"][:, :, :, 0, -1]
-        valid = precision[precision > -1]
-        return float(valid.mean()) if valid.size else -1.0
+        precision = ev.eval["precision"][:, :, :, 0, -1]  # (IoU thresholds, recall, categories)
+
+        def mean(p: np.ndarray) -> float:
+            valid = p[p > -1]
+            return float(valid.mean()) if valid.size else -1.0
+
+        return {"AP": mean(precision), "AP50": mean(precision[:1])}
 
 
 def load_resampler(
@@ -78,32 +86,35 @@ def paired_bootstrap(
     baseline: str,
     n_boot: int = 1000,
     seed: int = 0,
-) -> dict[str, dict[str, float]]:
-    """95 % intervals of ``mean AP(variant) − mean AP(baseline)`` over seeds, resampling images and seeds.
+) -> dict[str, dict[str, dict[str, float]]]:
+    """95 % intervals of ``mean(variant) − mean(baseline)`` over seeds for AP and AP50, resampling images and seeds.
 
     Each replicate draws one image multiset (shared by every run: paired) and, per variant, its seeds with
-    replacement; so the interval covers both test-set noise and seed-to-seed training noise. Returns per
-    variant ``diff`` (on the full set), ``low``, ``high`` and ``p_le_0`` (share of replicates with diff ≤ 0).
+    replacement; so the interval covers both test-set noise and seed-to-seed training noise. Returns
+    ``{variant: {"AP": {...}, "AP50": {...}}}`` with ``diff`` (on the full set), ``low``, ``high`` and
+    ``p_le_0`` (share of replicates with a difference ≤ 0).
     """
     rng = np.random.default_rng(seed)
     n_images = len(next(iter(runs.values()))[0].image_ids)
-    full = {v: float(np.mean([r.ap() for r in rs])) for v, rs in runs.items()}
-    reps: dict[str, list[float]] = {v: [] for v in runs}
+    stats = ("AP", "AP50")
+    full = {v: {s: float(np.mean([r.scores()[s] for r in rs])) for s in stats} for v, rs in runs.items()}
+    reps: dict[str, list[dict[str, float]]] = {v: [] for v in runs}
     for _ in range(n_boot):
         images = rng.integers(0, n_images, n_images)
         for variant, resamplers in runs.items():
             seeds = rng.integers(0, len(resamplers), len(resamplers))
-            scores = {i: resamplers[i].ap(images) for i in set(seeds.tolist())}
-            reps[variant].append(float(np.mean([scores[i] for i in seeds])))
-    base = np.asarray(reps[baseline])
-    out = {}
+            scores = {i: resamplers[i].scores(images) for i in set(seeds.tolist())}
+            reps[variant].append({s: float(np.mean([scores[i][s] for i in seeds])) for s in stats})
+    out: dict[str, dict[str, dict[str, float]]] = {}
     for variant in runs:
-        diffs = np.asarray(reps[variant]) - base
-        low, high = np.percentile(diffs, [2.5, 97.5]) if n_boot else (float("nan"), float("nan"))
-        out[variant] = {
-            "diff": full[variant] - full[baseline],
-            "low": float(low),
-            "high": float(high),
-            "p_le_0": float((diffs <= 0).mean()) if n_boot else float("nan"),
-        }
+        out[variant] = {}
+        for s in stats:
+            diffs = np.asarray([r[s] for r in reps[variant]]) - np.asarray([r[s] for r in reps[baseline]])
+            low, high = np.percentile(diffs, [2.5, 97.5]) if n_boot else (float("nan"), float("nan"))
+            out[variant][s] = {
+                "diff": full[variant][s] - full[baseline][s],
+                "low": float(low),
+                "high": float(high),
+                "p_le_0": float((diffs <= 0).mean()) if n_boot else float("nan"),
+            }
     return out

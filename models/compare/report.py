@@ -47,11 +47,10 @@ def summarize(
         row: dict[str, Any] = {"variant": variant, "seeds": len(runs), "baseline": variant == baseline}
         for stat in stats:
             row[f"{stat}_mean"], row[f"{stat}_std"] = _mean_std([r.metrics.get(stat, float("nan")) for r in runs])
-        d = (diffs or {}).get(variant)
-        row.update(
-            {"dAP": d["diff"], "dAP_low": d["low"], "dAP_high": d["high"], "p_dAP_le_0": d["p_le_0"]} if d else {}
-        )
-        row["verdict"] = "baseline" if variant == baseline else verdict(d)
+        for stat, d in (diffs or {}).get(variant, {}).items():
+            row.update({f"d{stat}": d["diff"], f"d{stat}_low": d["low"], f"d{stat}_high": d["high"]})
+            row[f"p_d{stat}_le_0"] = d["p_le_0"]
+            row[f"verdict_{stat}"] = "baseline" if variant == baseline else verdict(d)
         speeds = [r.train_images_per_s for r in runs if r.train_images_per_s]
         row["train_img_s"] = statistics.median(speeds) if speeds else float("nan")
         row["train_min"] = statistics.fmean(r.seconds for r in runs) / 60
@@ -66,17 +65,19 @@ def _pct(x: float) -> str:
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], stats: Sequence[str]) -> str:
-    """AP-type stats in percent (mean ± std over seeds); ΔAP with its 95 % bootstrap interval."""
-    head = ["variant", "seeds", *stats, "ΔAP [95% CI]", "verdict", "params (M)", "GFLOPs", "train img/s", "latency ms"]
+    """AP-type stats in percent (mean ± std over seeds); ΔAP and ΔAP50 with 95 % bootstrap intervals."""
+    head = ["variant", "seeds", *stats, "ΔAP [95% CI]", "ΔAP50 [95% CI]", "params (M)", "GFLOPs", "train img/s"]
+    head.append("latency ms")
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["--:"] * (len(head) - 1)) + "|"]
     for r in rows:
         cells = [f"**{r['variant']}**" if r["baseline"] else r["variant"], str(r["seeds"])]
         cells += [f"{_pct(r[f'{s}_mean'])} ± {_pct(r[f'{s}_std'])}" if r[f"{s}_mean"] >= 0 else "–" for s in stats]
-        if "dAP" in r and not r["baseline"]:
-            cells.append(f"{100 * r['dAP']:+.1f} [{100 * r['dAP_low']:+.1f}, {100 * r['dAP_high']:+.1f}]")
-        else:
-            cells.append("–")
-        cells.append(r.get("verdict", ""))
+        for stat in ("AP", "AP50"):
+            if f"d{stat}" in r and not r["baseline"]:
+                d, lo, hi = (100 * r[f"d{stat}{k}"] for k in ("", "_low", "_high"))
+                cells.append(f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}] {r[f'verdict_{stat}']}")
+            else:
+                cells.append("–")
         cells.append(f"{r['params']:.2f}" if "params" in r else "–")
         cells.append(f"{r['gflops']:.3f}" if "gflops" in r else "–")
         cells.append("–" if math.isnan(r["train_img_s"]) else f"{r['train_img_s']:.0f}")
