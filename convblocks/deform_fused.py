@@ -40,14 +40,14 @@ class DeformSampleMatmul(torch.autograd.Function):
             g, _, ck = weight.shape
             w = weight.to(compute_dtype)
             step = chunk_size(n, x.shape[1] * per * grid.shape[1] * grid.shape[2] * x.element_size())
-            length = x.shape[1] * per * grid.shape[1] * grid.shape[2] // (g * ck)  # H_out·W_out
-            out = torch.empty(n, g, w.shape[1], length, dtype=compute_dtype, device=x.device)
+            outs = []  # (matmul into a preallocated output breaks torch.jit.trace of the block)
             for s in range(0, n, step):
                 e = min(n, s + step)
                 cols = _grid_sample(x[s * per : e * per], grid[s * per : e * per])
                 if mask is not None:
                     cols.mul_(mask[s * per : e * per])
-                torch.matmul(w, cols.to(compute_dtype).view(e - s, g, ck, -1), out=out[s:e])
+                outs.append(torch.matmul(w, cols.to(compute_dtype).view(e - s, g, ck, -1)))
+            out = torch.cat(outs) if len(outs) > 1 else outs[0]
         ctx.save_for_backward(x, grid, mask, weight)
         ctx.n, ctx.compute_dtype, ctx.step = n, compute_dtype, step
         return out

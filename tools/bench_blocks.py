@@ -42,6 +42,10 @@ CANDIDATES: dict[str, tuple[Callable[[int], nn.Module], str | None]] = {
         lambda c: convblocks.build_block("dynamic", in_channels=c, out_channels=c),
         "ref_dynamic_batchgroups",
     ),
+    "dynamic[unfold]": (
+        lambda c: convblocks.build_block("dynamic", in_channels=c, out_channels=c, impl="unfold"),
+        "ref_dynamic_batchgroups",
+    ),
     "dynamic[mixture]": (
         lambda c: convblocks.build_block("dynamic", in_channels=c, out_channels=c, impl="mixture"),
         "ref_dynamic_batchgroups",
@@ -62,6 +66,16 @@ def parse_shape(text: str) -> tuple[int, int, int, int]:
         raise ValueError(f"shape '{text}' must look like NxCxHxW, e.g. 16x64x64x48")
     n, c, h, w = (int(p) for p in parts)
     return n, c, h, w
+
+
+def to_memory_format(module: nn.Module, fmt: torch.memory_format) -> nn.Module:
+    """Put 4-D parameters in ``fmt``. ``Module.to(memory_format=...)`` raises on the dynamic conv's 5-D
+    kernel bank ``(K, C_out, C_in, kh, kw)``, so the bench converts parameter by parameter."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.dim() == 4:
+                p.data = p.data.contiguous(memory_format=fmt)
+    return module
 
 
 def forward_flops(module: nn.Module, x: torch.Tensor) -> int:
@@ -112,9 +126,13 @@ def bench_shape(shape, names, device, reps, warmup, channels_last, compile_, amp
     x = torch.randn(n, c, h, w, device=device).contiguous(memory_format=fmt)
     xg = x.clone().requires_grad_()
     rows, steps = [], {}
+    if compile_:
+        # Each shape compiles afresh (static shapes). Without the reset the second shape recompiles with
+        # dynamic shapes, and on torch 2.14.1 Inductor then failed on one block (docs/benchmarks.md).
+        torch._dynamo.reset()
     for name in names:
         factory, peer = CANDIDATES[name]
-        module = factory(c).to(device).to(memory_format=fmt)
+        module = to_memory_format(factory(c).to(device), fmt)
         params = sum(p.numel() for p in module.parameters())
         flops = forward_flops(module.eval(), x)
         module.train()
