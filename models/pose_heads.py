@@ -33,6 +33,12 @@ def conv_norm_act(in_channels: int, out_channels: int, kernel_size: int) -> nn.S
     )
 
 
+def conv_stack(in_channels: int, channels: int, layers: int, kernel_size: int) -> tuple[nn.Sequential, int]:
+    """``layers`` × ``conv_norm_act`` (the first from ``in_channels``); returns it and its output channels."""
+    convs = [conv_norm_act(in_channels if i == 0 else channels, channels, kernel_size) for i in range(layers)]
+    return nn.Sequential(*convs), channels if layers else in_channels
+
+
 def _init_normal(module: nn.Module, std: float = 0.001) -> None:
     """SimpleBaseline init: normal(0, std) conv and deconv weights, zero biases, BN weight 1."""
     for m in module.modules():
@@ -116,11 +122,7 @@ class SimCCHead(nn.Module):
         super().__init__()
         if split_ratio <= 0:
             raise BlockConfigError(f"{where}.split_ratio: must be > 0, got {split_ratio}")
-        layers, c = [], in_channels
-        for _ in range(conv_layers):
-            layers.append(conv_norm_act(c, conv_channels, conv_kernel))
-            c = conv_channels
-        self.convs = nn.Sequential(*layers)
+        self.convs, c = conv_stack(in_channels, conv_channels, conv_layers, conv_kernel)
         self.final = nn.Conv2d(c, num_keypoints, final_kernel, padding=final_kernel // 2)
         h, w = feature_size
         self.split_ratio = float(split_ratio)
@@ -157,11 +159,7 @@ class RegressionHead(nn.Module):
         where: str = "head",
     ) -> None:
         super().__init__()
-        layers, c = [], in_channels
-        for _ in range(conv_layers):
-            layers.append(conv_norm_act(c, conv_channels, conv_kernel))
-            c = conv_channels
-        self.convs = nn.Sequential(*layers)
+        self.convs, c = conv_stack(in_channels, conv_channels, conv_layers, conv_kernel)
         self.fc = nn.Linear(c, num_keypoints * 3)
         self.num_keypoints = num_keypoints
         _init_normal(self, std=0.01)
