@@ -59,7 +59,9 @@ class DynamicConv2d(nn.Module):
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.num_kernels, self.impl = num_kernels, impl
         kh, kw = self.kernel_size
-        self.weight = nn.Parameter(torch.empty(num_kernels, out_channels, in_channels // groups, kh, kw))
+        # The K kernels stacked as one 4-D conv weight (K·C_out, C_in/g, kh, kw), so that Module.to(memory_format=
+        # torch.channels_last) converts it like any conv weight; ``kernels`` views it as (K, C_out, C_in/g, kh, kw).
+        self.weight = nn.Parameter(torch.empty(num_kernels * out_channels, in_channels // groups, kh, kw))
         self.bias = nn.Parameter(torch.empty(num_kernels, out_channels)) if bias else None
         hidden = max(in_channels // reduction, 4)
         self.fc1 = nn.Linear(in_channels, hidden)
@@ -67,11 +69,21 @@ class DynamicConv2d(nn.Module):
         self.register_buffer("temperature", torch.tensor(float(temperature)))
         self.reset_parameters()
 
+    @property
+    def kernels(self) -> torch.Tensor:
+        """The kernel bank ``(K, C_out, C_in/g, kh, kw)`` (a view of ``weight``)."""
+        return self.weight.view(self.num_kernels, self.out_channels, *self.weight.shape[1:])
+
+    def _bank(self) -> torch.Tensor:
+        """``(K, C_out·C_in/g·kh·kw)`` in logical order (a copy only when ``weight`` is channels-last)."""
+        return self.weight.reshape(self.num_kernels, -1)
+
     def reset_parameters(self) -> None:
         """Each kernel gets ``nn.Conv2d``'s default init independently (as in the paper)."""
-        bound = 1.0 / math.sqrt(self.weight[0, 0].numel())
-        for k in range(self.num_kernels):
-            nn.init.kaiming_uniform_(self.weight[k], a=math.sqrt(5))
+        bound = 1.0 / math.sqrt(self.weight[0].numel())
+        with torch.no_grad():
+            for k in range(self.num_kernels):
+                nn.init.kaiming_uniform_(self.kernels[k], a=math.sqrt(5))
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
@@ -82,7 +94,7 @@ class DynamicConv2d(nn.Module):
     @torch.no_grad()
     def load_from_conv(self, conv: nn.Conv2d) -> bool:
         """All K kernels (and biases) = the conv's: the output is ``conv``'s whatever the attention."""
-        self.weight.copy_(conv.weight.unsqueeze(0).expand_as(self.weight))
+        self.kernels.copy_(conv.weight.unsqueeze(0).expand_as(self.kernels))
         if self.bias is not None:
             src = conv.bias if conv.bias is not None else torch.zeros_like(self.bias[0])
             self.bias.copy_(src.unsqueeze(0).expand_as(self.bias))
@@ -101,7 +113,7 @@ class DynamicConv2d(nn.Module):
     def forward_grouped(self, x: torch.Tensor, pi: torch.Tensor) -> torch.Tensor:
         """Per-sample kernels, batch folded into conv groups: ``(N, C_in, H, W) → (N, C_out, H', W')``."""
         n, c, h, w = x.shape
-        weight = (pi @ self.weight.flatten(1)).view(n * self.out_channels, *self.weight.shape[2:])
+        weight = (pi @ self._bank()).view(n * self.out_channels, *self.weight.shape[1:])
         bias = self._aggregated_bias(pi)
         out = F.conv2d(
             x.reshape(1, n * c, h, w),
@@ -118,7 +130,7 @@ class DynamicConv2d(nn.Module):
         """Per-sample kernels applied by im2col + batched matmul: ``(N, C_in, H, W) → (N, C_out, H', W')``."""
         n, g = x.shape[0], self.groups
         ho, wo = output_size(tuple(x.shape[-2:]), self.kernel_size, self.stride, self.padding, self.dilation)
-        weight = (pi @ self.weight.flatten(1)).view(n, g, self.out_channels // g, -1)  # (N, g, C_out/g, C_in/g·k²)
+        weight = (pi @ self._bank()).view(n, g, self.out_channels // g, -1)  # (N, g, C_out/g, C_in/g·k²)
         cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (N, C_in·k², L)
         out = torch.matmul(weight, cols.view(n, g, -1, cols.shape[-1])).view(n, self.out_channels, ho, wo)
         bias = self._aggregated_bias(pi)
@@ -129,7 +141,7 @@ class DynamicConv2d(nn.Module):
         k, g = self.num_kernels, self.groups
         cout_g = self.out_channels // g
         # Output channels of a grouped conv are grouped: order them (group, kernel, channel).
-        weight = self.weight.view(k, g, cout_g, *self.weight.shape[2:]).transpose(0, 1).flatten(0, 2)
+        weight = self.kernels.view(k, g, cout_g, *self.weight.shape[1:]).transpose(0, 1).flatten(0, 2)
         out = F.conv2d(x, weight, None, self.stride, self.padding, self.dilation, g)
         out = out.unflatten(1, (g, k, cout_g))  # (N, g, K, C_out/g, H', W')
         out = (out * pi.to(out.dtype)[:, None, :, None, None, None]).sum(dim=2).flatten(1, 2)

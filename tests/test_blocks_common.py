@@ -1,4 +1,4 @@
-"""What every registered block must survive: autocast, tracing, state_dict round trips."""
+"""What every registered block must survive: autocast, tracing, channels-last, state_dict round trips."""
 
 import pytest
 import torch
@@ -44,6 +44,23 @@ def test_jit_trace_matches_eager(name):
     with torch.no_grad():
         traced = torch.jit.trace(block, x, check_trace=False)
         torch.testing.assert_close(traced(x), block(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_channels_last_module_and_input_give_the_same_outputs_and_gradients(name):
+    """``Module.to(memory_format=channels_last)`` (what ``train.channels_last`` does) must work for every block."""
+    ref, fast = make(name).train(), make(name).train().to(memory_format=torch.channels_last)
+    x = torch.randn(2, 64, 12, 10)
+    x_ref, x_cl = x.clone().requires_grad_(), x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    out_ref, out_cl = ref(x_ref), fast(x_cl)
+    torch.testing.assert_close(out_cl, out_ref, rtol=1e-4, atol=1e-5)
+    out_ref.square().sum().backward()
+    out_cl.square().sum().backward()
+    pairs = [("input", x_cl.grad, x_ref.grad)]
+    pairs += [(n, p_cl.grad, p.grad) for (n, p), p_cl in zip(ref.named_parameters(), fast.parameters(), strict=True)]
+    for pname, got, want in pairs:  # float32 sums in another order: tolerance relative to the gradient's scale
+        err, scale = (got - want).abs().max().item(), want.abs().max().item()
+        assert err <= 1e-5 * scale + 1e-6, f"{pname}: max error {err:.3g} at scale {scale:.3g}"
 
 
 @pytest.mark.parametrize("name", ALL)

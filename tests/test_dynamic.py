@@ -16,7 +16,7 @@ def naive(block: DynamicConv2d, x: torch.Tensor) -> torch.Tensor:
         pooled = xi.mean(dim=(2, 3))
         z = block.fc2(F.relu(block.fc1(pooled)))
         pi = torch.softmax(z / block.temperature, dim=1)[0]
-        w = sum(pi[k] * block.weight[k] for k in range(block.num_kernels))
+        w = sum(pi[k] * block.kernels[k] for k in range(block.num_kernels))
         b = None if block.bias is None else sum(pi[k] * block.bias[k] for k in range(block.num_kernels))
         outs.append(F.conv2d(xi, w, b, block.stride, block.padding, block.dilation, block.groups))
     return torch.cat(outs)
