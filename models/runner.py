@@ -1,7 +1,8 @@
 """Recipe → datamodule + LightningModule + Trainer: ``train`` and ``evaluate``, the library side of the tools.
 
 A run directory (``train.run_dir`` or ``runs/<name>``) holds ``config.yaml`` (the resolved recipe),
-``checkpoints/last.ckpt`` (every epoch), ``checkpoints/best.ckpt`` (by val AP), ``logs/`` (CSV) and
+``checkpoints/last.ckpt`` (every epoch), ``checkpoints/best.ckpt`` (by val AP), ``logs/`` (CSV; a resume
+logs to ``logs/resume<k>/``, see ``models.run_logs``) and
 ``tb/`` (TensorBoard), and ``summary.json`` at the end.
 """
 
@@ -35,6 +36,7 @@ from .lit_base import EvaluatedModule
 from .pose_module import PoseModule
 from .recipe import Recipe, RecipeError, build_recipe
 from .registry import build_model
+from .run_logs import csv_log_version
 
 # Noise from this lightning/torch pairing that says nothing about the user's run.
 warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
@@ -153,7 +155,9 @@ def _resume_path(recipe: Recipe) -> str | None:
     return str(path)
 
 
-def build_trainer(recipe: Recipe, callbacks: Sequence[L.Callback] = (), loggers: bool = True) -> L.Trainer:
+def build_trainer(
+    recipe: Recipe, callbacks: Sequence[L.Callback] = (), loggers: bool = True, resuming: bool = False
+) -> L.Trainer:
     """A Lightning ``Trainer`` from ``recipe.train`` (devices, strategy, precision, schedule length ...)."""
     t = recipe.train
     return L.Trainer(
@@ -173,7 +177,7 @@ def build_trainer(recipe: Recipe, callbacks: Sequence[L.Callback] = (), loggers:
         enable_model_summary=False,
         callbacks=list(callbacks),
         logger=[
-            CSVLogger(str(recipe.run_dir), name="logs", version=""),
+            CSVLogger(str(recipe.run_dir), name="logs", version=csv_log_version(recipe.run_dir, resuming)),
             TensorBoardLogger(str(recipe.run_dir), name="tb", version="", default_hp_metric=False),
         ]
         if loggers
@@ -210,7 +214,7 @@ def train(
         callbacks.append(EpochLine())
     if DynamicTemperature.applies(module):
         callbacks.append(DynamicTemperature(recipe.train.temperature))
-    trainer = build_trainer(recipe, [*callbacks, *extra_callbacks])
+    trainer = build_trainer(recipe, [*callbacks, *extra_callbacks], resuming=resume is not None)
     if trainer.is_global_zero:
         recipe.run_dir.mkdir(parents=True, exist_ok=True)
         (recipe.run_dir / "config.yaml").write_text(recipe.to_yaml())

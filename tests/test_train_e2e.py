@@ -13,6 +13,7 @@ import torch
 from helpers import ROOT, SAMPLE, TINY, tool
 
 from models.recipe import load_recipe
+from models.run_logs import read_csv_logs
 from models.runner import train
 
 BASE = ROOT / "configs/pose_baseline.yaml"
@@ -82,8 +83,6 @@ import lightning as L
 from models.recipe import load_recipe
 from models.runner import train
 
-from helpers import ROOT, SAMPLE, TINY, tool
-
 class Kill(L.Callback):
     def on_train_epoch_start(self, trainer, module):
         if trainer.current_epoch == 1:
@@ -110,6 +109,12 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     assert a["epoch"] == b["epoch"] == 2
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
+    # The logs survive the resume (Lightning's CSVLogger would delete metrics.csv): same rows as the whole run.
+    assert (tmp_path / "killed/logs/resume1/metrics.csv").is_file()
+    logged = [read_csv_logs(tmp_path / run) for run in ("whole", "killed")]
+    losses = [[(r["step"], float(r["train/loss"])) for r in rows if r.get("train/loss")] for rows in logged]
+    assert [s for s, _ in losses[1]] == [s for s, _ in losses[0]] and len(losses[0]) > 3
+    assert [v for _, v in losses[1]] == pytest.approx([v for _, v in losses[0]], abs=1e-6)
 
 
 @pytest.mark.skipif(not (SAMPLE / "test_coco.json").is_file(), reason=f"real COCO sample not found at {SAMPLE}")

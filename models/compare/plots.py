@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..run_logs import read_csv_logs  # noqa: E402
 from .execute import RunRecord  # noqa: E402
 
 
@@ -39,16 +39,9 @@ def plot_ap(rows: Sequence[Mapping[str, Any]], records: Sequence[RunRecord], pat
 
 
 def train_loss(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(steps, train/loss)`` from the run's Lightning CSV log (empty when absent)."""
-    path = Path(run_dir) / "logs" / "metrics.csv"
-    steps, losses = [], []
-    if path.is_file():
-        with open(path) as f:
-            for row in csv.DictReader(f):
-                if row.get("train/loss"):
-                    steps.append(int(row["step"]))
-                    losses.append(float(row["train/loss"]))
-    return np.asarray(steps), np.asarray(losses)
+    """``(steps, train/loss)`` from the run's Lightning CSV logs, resumes included (empty when absent)."""
+    rows = [r for r in read_csv_logs(run_dir) if r.get("train/loss")]
+    return np.asarray([int(r["step"]) for r in rows]), np.asarray([float(r["train/loss"]) for r in rows])
 
 
 def plot_curves(records: Sequence[RunRecord], path: str | Path, title: str) -> None:
