@@ -18,7 +18,15 @@ from pycocotools.coco import COCO
 from data import load_coco
 from data.evaluator import coco_eval
 from data.keypoint_meta import KeypointMeta
-from models.compare import ImageResampler, from_configs, load_spec, paired_bootstrap, plan_runs, run_state
+from models.compare import (
+    ImageResampler,
+    from_configs,
+    load_spec,
+    paired_bootstrap,
+    plan_runs,
+    run_state,
+    select_variants,
+)
 from models.compare.report import verdict
 from models.recipe import RecipeError
 
@@ -132,6 +140,11 @@ variants:
     assert r.recipe.train.max_epochs == 2 and r.recipe.data.batch_size == 4
     assert r.recipe.model["head"]["deconv_channels"] == 32 and r.recipe.model["head"]["conv_layers"] == 1
     assert runs[1].recipe.model["head"]["blocks"][0]["block"] == "coordconv"
+    part = select_variants(spec, ["wide"])  # part of a comparison: the baseline comes along, runs keep their folders
+    assert list(part.variants) == ["plain", "wide"] and part.baseline_name == "plain"
+    assert [r.run_dir for r in plan_runs(part, folder, ["data.batch_size=4"])][-1] == r.run_dir
+    with pytest.raises(RecipeError, match="--variants: 'wid' is not a variant"):
+        select_variants(spec, ["wid"])
 
 
 @pytest.mark.parametrize(

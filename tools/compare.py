@@ -7,6 +7,7 @@ resume), then writes ``results.md``, ``summary.csv``, ``runs.csv``, ``comparison
     python tools/compare.py configs/compare/pose_blocks.yaml
     python tools/compare.py configs/pose_baseline.yaml configs/pose_coordconv.yaml --seeds 3
     python tools/compare.py configs/compare/pose_blocks.yaml --seeds 1 train.max_epochs=1   # smoke run
+    python tools/compare.py configs/compare/pose_blocks.yaml --variants coordconv   # part of it (+ baseline)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import argparse
 
 from _cli import run
 
-from models.compare import from_configs, is_comparison, load_spec, run_comparison
+from models.compare import from_configs, is_comparison, load_spec, run_comparison, select_variants
 from models.recipe import RecipeError
 
 
@@ -28,6 +29,7 @@ def main() -> int:
     parser.add_argument("--name", help="comparison name (folder runs/compare/<name>)")
     parser.add_argument("--out", help="output folder (default runs/compare/<name>)")
     parser.add_argument("--bootstrap", type=int, help="bootstrap replicates for the ΔAP intervals (default 1000)")
+    parser.add_argument("--variants", nargs="+", help="run and report only these variants (and the baseline)")
     parser.add_argument("--device", default="cpu", help="device for the latency measurement (cpu, cuda)")
     args = parser.parse_intermixed_args()
     overrides = [a for a in args.inputs if "=" in a]
@@ -44,6 +46,8 @@ def main() -> int:
         spec, folder = load_spec(files[0], **updates)
     else:
         spec, folder = from_configs(files, **updates), "."
+    if args.variants:
+        spec = select_variants(spec, args.variants)
     result = run_comparison(spec, folder, overrides, device=args.device)
     print(f"\n{result.table}\n")
     for name, path in result.files.items():

@@ -86,6 +86,15 @@ def _spec_error(exc: ValidationError, where: str) -> RecipeError:
     return RecipeError(f"{where}: {path}: {err['msg'].removeprefix('Value error, ')}{hint}")
 
 
+def select_variants(spec: ComparisonSpec, names: Sequence[str]) -> ComparisonSpec:
+    """The same comparison restricted to ``names`` (plus its baseline): run part of it now, the rest later."""
+    unknown = [n for n in names if n not in spec.variants]
+    if unknown:
+        raise RecipeError(f"--variants: {unknown[0]!r} is not a variant; choose from {', '.join(spec.variants)}")
+    keep = [v for v in spec.variants if v in names or v == spec.baseline_name]
+    return spec.model_copy(update={"variants": {v: spec.variants[v] for v in keep}, "baseline": spec.baseline_name})
+
+
 def is_comparison(path: str | Path) -> bool:
     """Whether ``path`` is a comparison YAML (has ``variants:``) rather than a recipe."""
     try:
