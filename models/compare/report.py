@@ -60,8 +60,8 @@ def summarize(
 
 
 def _pct(x: float) -> str:
-    """Percent with one decimal; COCOeval's -1 (no objects of that kind) and NaN show as a dash."""
-    return "–" if math.isnan(x) or x < 0 else f"{100 * x:.1f}"
+    """Percent with two decimals; COCOeval's -1 (no objects of that kind) and NaN show as a dash."""
+    return "–" if math.isnan(x) or x < 0 else f"{100 * x:.2f}"
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], stats: Sequence[str]) -> str:
@@ -75,7 +75,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], stats: Sequence[str]) -> s
         for stat in ("AP", "AP50"):
             if f"d{stat}" in r and not r["baseline"]:
                 d, lo, hi = (100 * r[f"d{stat}{k}"] for k in ("", "_low", "_high"))
-                cells.append(f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}] {r[f'verdict_{stat}']}")
+                cells.append(f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}] {r[f'verdict_{stat}']}")
             else:
                 cells.append("–")
         cells.append(f"{r['params']:.2f}" if "params" in r else "–")
