@@ -74,10 +74,6 @@ class DynamicConv2d(nn.Module):
         """The kernel bank ``(K, C_out, C_in/g, kh, kw)`` (a view of ``weight``)."""
         return self.weight.view(self.num_kernels, self.out_channels, *self.weight.shape[1:])
 
-    def _bank(self) -> torch.Tensor:
-        """``(K, C_out·C_in/g·kh·kw)`` in logical order (a copy only when ``weight`` is channels-last)."""
-        return self.weight.reshape(self.num_kernels, -1)
-
     def reset_parameters(self) -> None:
         """Each kernel gets ``nn.Conv2d``'s default init independently (as in the paper)."""
         bound = 1.0 / math.sqrt(self.weight[0].numel())
@@ -113,7 +109,7 @@ class DynamicConv2d(nn.Module):
     def forward_grouped(self, x: torch.Tensor, pi: torch.Tensor) -> torch.Tensor:
         """Per-sample kernels, batch folded into conv groups: ``(N, C_in, H, W) → (N, C_out, H', W')``."""
         n, c, h, w = x.shape
-        weight = (pi @ self._bank()).view(n * self.out_channels, *self.weight.shape[1:])
+        weight = (pi @ self.kernels.flatten(1)).view(n * self.out_channels, *self.weight.shape[1:])
         bias = self._aggregated_bias(pi)
         out = F.conv2d(
             x.reshape(1, n * c, h, w),
@@ -130,7 +126,7 @@ class DynamicConv2d(nn.Module):
         """Per-sample kernels applied by im2col + batched matmul: ``(N, C_in, H, W) → (N, C_out, H', W')``."""
         n, g = x.shape[0], self.groups
         ho, wo = output_size(tuple(x.shape[-2:]), self.kernel_size, self.stride, self.padding, self.dilation)
-        weight = (pi @ self._bank()).view(n, g, self.out_channels // g, -1)  # (N, g, C_out/g, C_in/g·k²)
+        weight = (pi @ self.kernels.flatten(1)).view(n, g, self.out_channels // g, -1)  # (N, g, C_out/g, C_in/g·k²)
         cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (N, C_in·k², L)
         out = torch.matmul(weight, cols.view(n, g, -1, cols.shape[-1])).view(n, self.out_channels, ho, wo)
         bias = self._aggregated_bias(pi)

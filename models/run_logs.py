@@ -11,26 +11,27 @@ import csv
 from pathlib import Path
 
 
+def _resume_dirs(logs: Path) -> list[Path]:
+    """``logs/resume1``, ``logs/resume2``, ... as far as they exist."""
+    dirs: list[Path] = []
+    while (logs / f"resume{len(dirs) + 1}").exists():
+        dirs.append(logs / f"resume{len(dirs) + 1}")
+    return dirs
+
+
 def csv_log_version(run_dir: str | Path, resuming: bool) -> str:
     """The ``CSVLogger`` version (sub-folder of ``logs/``) for this start of the run: ``""`` or ``resume<k>``."""
     logs = Path(run_dir) / "logs"
     if not resuming or not (logs / "metrics.csv").is_file():
         return ""
-    k = 1
-    while (logs / f"resume{k}").exists():
-        k += 1
-    return f"resume{k}"
+    return f"resume{len(_resume_dirs(logs)) + 1}"
 
 
 def read_csv_logs(run_dir: str | Path) -> list[dict[str, str]]:
     """Every logged row of a run, the first start then each resume; a step logged again after a resume
     (the work lost since the last checkpoint, redone) keeps the later value only."""
     logs = Path(run_dir) / "logs"
-    parts = [logs / "metrics.csv"]
-    k = 1
-    while (logs / f"resume{k}").exists():
-        parts.append(logs / f"resume{k}" / "metrics.csv")
-        k += 1
+    parts = [logs / "metrics.csv", *(d / "metrics.csv" for d in _resume_dirs(logs))]
     rows: list[dict[str, str]] = []
     for path in parts:
         if not path.is_file():

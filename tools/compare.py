@@ -42,6 +42,7 @@ def main() -> int:
         "out_dir": args.out,
         "bootstrap": args.bootstrap,
     }
+    updates = {k: v for k, v in updates.items() if v is not None}  # unset options keep the comparison's values
     if len(files) == 1 and is_comparison(files[0]):
         spec, folder = load_spec(files[0], **updates)
     else:

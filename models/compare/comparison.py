@@ -35,8 +35,8 @@ class ComparisonResult:
 
 def bootstrap_diffs(
     runs: Sequence[PlannedRun], records: Sequence[RunRecord], baseline: str, n_boot: int
-) -> dict[str, dict[str, float]]:
-    """Paired image+seed bootstrap of ΔAP to ``baseline`` from every run's final COCO results."""
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Paired image+seed bootstrap of ΔAP and ΔAP50 to ``baseline`` from every run's final COCO results."""
     recipe = runs[0].recipe
     dm = build_datamodule(recipe, train=False)
     dm.setup("validate")

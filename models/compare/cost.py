@@ -32,15 +32,14 @@ def model_costs(
             "gflops": sum(flops_by_part(model, size).values()) / 1e9,
         }
     times: dict[str, list[float]] = {v: [] for v in models}
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
     with torch.inference_mode():
         for round_ in range(warmup + reps):
             for variant, model in models.items():
-                if str(device).startswith("cuda"):
-                    torch.cuda.synchronize()
+                sync()
                 start = time.perf_counter()
                 model(inputs[variant])
-                if str(device).startswith("cuda"):
-                    torch.cuda.synchronize()
+                sync()
                 if round_ >= warmup:
                     times[variant].append((time.perf_counter() - start) * 1e3)
     for variant in models:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ..recipe import RecipeError, build_recipe
+from ..recipe import RecipeError
 from ..runner import RunResult, train
 from .spec import PlannedRun
 
@@ -36,7 +36,6 @@ class RunRecord:
     history: list[dict[str, float]] = field(default_factory=list)
     train_images_per_s: float | None = None
     seconds: float = 0.0
-    reused: bool = False
 
     @property
     def results_file(self) -> Path:
@@ -73,7 +72,7 @@ def run_state(run: PlannedRun) -> str:
     return "resume" if (run_dir / "checkpoints" / "last.ckpt").is_file() else "new"
 
 
-def load_record(run: PlannedRun, reused: bool = True) -> RunRecord:
+def load_record(run: PlannedRun) -> RunRecord:
     """The record of a finished run from its ``summary.json``."""
     summary = json.loads((run.run_dir / "summary.json").read_text())
     history = summary.get("history") or []
@@ -88,7 +87,6 @@ def load_record(run: PlannedRun, reused: bool = True) -> RunRecord:
         history=history,
         train_images_per_s=summary.get("train_images_per_s"),
         seconds=float(summary.get("seconds", 0.0)),
-        reused=reused,
     )
 
 
@@ -109,15 +107,12 @@ def execute(
         recipe = run.recipe
         if state == "resume":
             log(f"{tag}: resuming {run.run_dir}")
-            recipe = build_recipe(
-                {**recipe.model_dump(exclude={"name"}), "train": {**recipe.train.model_dump(), "resume": True}},
-                recipe.name,
-            )
+            recipe = recipe.model_copy(update={"train": recipe.train.model_copy(update={"resume": True})})
         else:
             log(f"{tag}: training -> {run.run_dir}")
         start = time.perf_counter()
         train_fn(recipe, results_file=run.run_dir / RESULTS_FILE)
-        record = load_record(run, reused=False)
+        record = load_record(run)
         log(f"{tag}: AP {record.metrics.get('AP', float('nan')):.4f} ({time.perf_counter() - start:.0f} s)")
         records.append(record)
     return records

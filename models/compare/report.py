@@ -35,7 +35,7 @@ def summarize(
     records: Sequence[RunRecord],
     baseline: str,
     stats: Sequence[str],
-    diffs: Mapping[str, Mapping[str, float]] | None = None,
+    diffs: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
     costs: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per variant (in first-seen order): ``<stat>_mean``/``<stat>_std``, seeds, diff, costs."""

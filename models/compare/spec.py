@@ -114,7 +114,7 @@ def load_spec(path: str | Path, **updates: Any) -> tuple[ComparisonSpec, Path]:
         raise RecipeError(f"{path}: a comparison YAML needs 'variants:' (name → recipe file or mapping)")
     raw.setdefault("name", path.stem)
     try:
-        return ComparisonSpec(**{**raw, **{k: v for k, v in updates.items() if v is not None}}), path.parent
+        return ComparisonSpec(**{**raw, **updates}), path.parent
     except ValidationError as exc:
         raise _spec_error(exc, str(path)) from None
 
@@ -131,7 +131,7 @@ def from_configs(configs: Sequence[str | Path], name: str | None = None, **updat
         return ComparisonSpec(
             name=name or "_vs_".join(variants)[:80],
             variants=variants,
-            **{k: v for k, v in updates.items() if v is not None},
+            **updates,
         )
     except ValidationError as exc:
         raise _spec_error(exc, "comparison") from None
