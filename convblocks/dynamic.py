@@ -11,7 +11,8 @@ Three equivalent formulations, selected by ``impl``:
   (fast on CPU for small feature maps, where a conv with many groups is slow).
 - ``"mixture"``: one conv with all K kernels, outputs mixed by π (K× the conv FLOPs, no per-sample
   weights, so a traced or exported graph accepts any batch size).
-- ``"auto"``: ``"mixture"`` while tracing or compiling, else ``"grouped"``.
+- ``"auto"``: ``"mixture"`` under ``torch.jit.trace`` and ``torch.export`` (graphs that must accept any batch
+  size), else ``"grouped"``, also under ``torch.compile``, which specializes on the batch size and recompiles.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ class DynamicConv2d(nn.Module):
         pi = self.attention(x)
         impl = self.impl
         if impl == "auto":
-            exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()
+            exporting = torch.jit.is_tracing() or torch.compiler.is_exporting()
             impl = "mixture" if exporting else "grouped"
         if impl == "mixture":
             return self.forward_mixture(x, pi)

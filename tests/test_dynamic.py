@@ -99,3 +99,22 @@ def test_auto_exports_with_dynamic_batch():
     ep = torch.export.export(block, (torch.randn(2, 8, 9, 9),), dynamic_shapes=({0: batch},))
     x = torch.randn(7, 8, 9, 9)
     torch.testing.assert_close(ep.module()(x), block(x), rtol=1e-5, atol=1e-5)
+
+
+def test_auto_under_compile_uses_per_sample_kernels_and_matches_naive(monkeypatch):
+    """torch.compile specializes on the batch size, so ``auto`` need not pay the K× FLOPs of ``mixture``."""
+
+    def no_mixture(self, x, pi):
+        raise AssertionError("auto chose mixture under torch.compile")
+
+    block = make("auto")
+    monkeypatch.setattr(DynamicConv2d, "forward_mixture", no_mixture)
+    compiled = torch.compile(block, backend="eager", fullgraph=True)
+    x = torch.randn(3, 8, 9, 9, requires_grad=True)
+    out = compiled(x)
+    ref = naive(block, x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(ref)
+    torch.testing.assert_close(
+        torch.autograd.grad(out, x, g)[0], torch.autograd.grad(ref, x, g)[0], rtol=1e-5, atol=1e-5
+    )
