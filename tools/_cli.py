@@ -1,4 +1,4 @@
-"""Shared by the tools: turn library errors into one line + exit code 2, and print COCO stats as a table."""
+"""Shared by the tools: the CPU allocator setting, library errors as one line + exit code 2, COCO stats tables."""
 
 from __future__ import annotations
 
@@ -8,12 +8,18 @@ from collections.abc import Callable, Mapping
 
 from convblocks import BlockConfigError
 from data import DataError
+from models.allocator import keep_freed_memory
 
 USER_ERRORS = (BlockConfigError, DataError)  # RecipeError is a BlockConfigError
 
 
 def run(main: Callable[[], int | None]) -> int:
-    """Call ``main``; bad input prints ``error: ...`` (no traceback, unless CONVZOO_DEBUG=1) and returns 2."""
+    """Call ``main``; bad input prints ``error: ...`` (no traceback, unless CONVZOO_DEBUG=1) and returns 2.
+
+    Every tool first lets glibc keep freed memory for reuse (``models.allocator``; ``CONVZOO_MALLOC=system``
+    turns that off): training steps then stop page-faulting their large tensors in again.
+    """
+    keep_freed_memory()
     try:
         return int(main() or 0)
     except USER_ERRORS as exc:

@@ -28,6 +28,7 @@ from bench_peers import PEERS
 from torch.utils.flop_counter import FlopCounterMode
 
 import convblocks
+from models.allocator import keep_freed_memory
 
 # label → (factory(channels) -> module, peer label)
 CANDIDATES: dict[str, tuple[Callable[[int], nn.Module], str | None]] = {
@@ -236,8 +237,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile every candidate")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast")
     parser.add_argument("--quick", action="store_true", help="small shapes, 3 rounds (smoke run)")
+    parser.add_argument(
+        "--malloc",
+        choices=("keep", "system"),
+        default="keep",
+        help="keep: glibc keeps freed memory for reuse, as tools/train.py does (default); system: glibc's defaults",
+    )
     parser.add_argument("--out", default="runs/bench_blocks.json")
     args = parser.parse_args(argv)
+    kept = keep_freed_memory() if args.malloc == "keep" else False
     try:
         shapes = [parse_shape(s) for s in (args.shapes or (QUICK_SHAPES if args.quick else DEFAULT_SHAPES))]
         unknown = [b for b in args.blocks if b not in CANDIDATES]
@@ -260,7 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python", "tools/bench_blocks.py", *(argv or sys.argv[1:])]),
         "machine": machine_info(device),
         "reps": reps,
-        "options": {"channels_last": args.channels_last, "compile": args.compile, "amp": args.amp},
+        "options": {
+            "channels_last": args.channels_last,
+            "compile": args.compile,
+            "amp": args.amp,
+            "malloc": "keep" if kept else "system",
+        },
         "results": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
