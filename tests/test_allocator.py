@@ -12,27 +12,29 @@ import resource, sys, torch
 sys.path.insert(0, {root!r})
 from models.allocator import keep_freed_memory
 print(keep_freed_memory())
-for _ in range(3):
+for _ in range(6):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t = torch.empty(16 * 2**20).fill_(1.0)  # 64 MiB: above glibc's largest mmap threshold
     del t
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def faults_of_third_allocation(env_value: str) -> tuple[str, int]:
+def page_faults_per_allocation(env_value: str) -> tuple[str, list[int]]:
     env = {"CONVZOO_MALLOC": env_value, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT.format(root=str(ROOT))], env=env, capture_output=True, text=True, check=True
     ).stdout.split()
-    return out[0], int(out[1])
+    return out[0], [int(v) for v in out[1:]]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
 def test_keep_freed_memory_reuses_pages_and_system_does_not():
-    took, faults = faults_of_third_allocation("keep")
+    # 64 MiB is 16384 pages of 4 KiB. The heap may grow once or twice while Python's small objects settle
+    # around the freed block; after that, each allocation is served from freed memory.
+    took, faults = page_faults_per_allocation("keep")
     assert took == "True"
-    assert faults < 1000  # 64 MiB is 16384 pages of 4 KiB: reused from the heap, not faulted in again
-    took, faults = faults_of_third_allocation("system")
+    assert sum(faults[3:]) < 1000, faults
+    took, faults = page_faults_per_allocation("system")
     assert took == "False"
-    assert faults > 8000  # glibc's default: a fresh mmap per allocation
+    assert min(faults[3:]) > 8000, faults  # glibc's default: a fresh mmap for every allocation
