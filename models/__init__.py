@@ -1,5 +1,6 @@
 """convzoo models: timm backbones with block surgery, top-down pose and detection models, and ``describe``."""
 
+from .allocator import keep_freed_memory
 from .backbone import TimmBackbone, build_backbone
 from .describe import describe
 from .detection import TimmFPN
@@ -30,6 +31,7 @@ __all__ = [
     "decode_simcc",
     "describe",
     "heatmap_loss",
+    "keep_freed_memory",
     "parse_rules",
     "register_head",
     "register_model",
