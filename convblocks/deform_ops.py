@@ -1,13 +1,19 @@
 """Deformable convolution as a function, in torchvision's offset/mask layout.
 
-``deform_conv2d`` has the signature of ``torchvision.ops.deform_conv2d`` and three implementations:
+``deform_conv2d`` has the signature of ``torchvision.ops.deform_conv2d`` and four implementations:
 
+- ``"fused"``: a compiled channels-last CPU kernel (``deform_cpu``) that samples and differentiates all taps
+  in one pass each, then one GEMM per chunk; borders and gradients exactly as torchvision's. The default
+  on CPU; built on first use, ``native`` where it cannot be built.
 - ``"reference"``: bilinear sampling (``F.grid_sample``) of every kernel tap into a column tensor, then one
   batched matmul with the weights, differentiated by autograd. Pure PyTorch.
 - ``"native"``: the same arithmetic in batch chunks with a hand-written backward that keeps no columns
   (``deform_fused``): less memory, far fewer large allocations, equal results.
 - ``"torchvision"``: torchvision's compiled kernel, run in float32 under autocast.
 
+Bilinear sampling has a kink at integer positions, where every tap sits at zero offsets. ``fused`` and
+torchvision take the same one-sided offset gradient there; ``native`` and ``reference`` go through
+``grid_sample``'s normalised coordinates, whose rounding may pick the other side. Elsewhere all four agree.
 All work on any device, in float64 and under autocast (positions always in float32 or better).
 
 Offsets are ``(N, 2 * G * kh * kw, H_out, W_out)`` with ``(dy, dx)`` pairs per offset group ``G`` and kernel
@@ -20,10 +26,11 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from . import deform_cpu
 from .conv import IntOrPair, output_size, to_pair
 from .deform_fused import DeformSampleMatmul
 
-IMPLS = ("auto", "native", "reference", "torchvision")
+IMPLS = ("auto", "fused", "native", "reference", "torchvision")
 
 
 def _check_shapes(input, offset, weight, mask, out_hw) -> tuple[int, int]:
@@ -133,6 +140,15 @@ def _native(input, offset, weight, bias, stride, padding, dilation, mask, out_hw
     return _finish(out.reshape(n, cout, *out_hw), bias)
 
 
+def _fused(input, offset, weight, bias, stride, padding, dilation, mask, out_hw, groups):
+    """The compiled channels-last CPU kernel (``deform_cpu``); ``native`` where it is not available."""
+    if deform_cpu.kernel() is None or input.device.type != "cpu":
+        return _native(input, offset, weight, bias, stride, padding, dilation, mask, out_hw, groups)
+    geometry = (stride, padding, dilation, groups)
+    out = deform_cpu.DeformFusedCPU.apply(input, offset, mask, weight, geometry, _compute_dtype(input, weight))
+    return _finish(out.reshape(input.shape[0], weight.shape[0], *out_hw), bias)
+
+
 def _finish(out: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return out if bias is None else out + bias.to(out.dtype).view(1, -1, 1, 1)
 
@@ -150,6 +166,15 @@ def _torchvision(input, offset, weight, bias, stride, padding, dilation, mask):
     return torchvision.ops.deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask)
 
 
+def _auto_impl(input: torch.Tensor) -> str:
+    """torchvision's kernel off the CPU; on CPU the fused kernel, except where a graph is being captured
+    (``jit.trace``, ``torch.compile``, ``torch.export`` see only PyTorch ops) or it cannot be built."""
+    if input.device.type != "cpu":
+        return "torchvision"
+    capturing = torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    return "native" if capturing or deform_cpu.kernel() is None else "fused"
+
+
 def deform_conv2d(
     input: torch.Tensor,
     offset: torch.Tensor,
@@ -165,8 +190,9 @@ def deform_conv2d(
 
     ``input (N, C, H, W)``, ``offset (N, 2·G·kh·kw, H_out, W_out)``, ``weight (C_out, C/groups, kh, kw)``,
     ``mask (N, G·kh·kw, H_out, W_out)`` → ``(N, C_out, H_out, W_out)``. Groups and offset groups are
-    inferred from the shapes, as in torchvision. ``impl``: ``"auto"`` (native on CPU, torchvision's
-    kernel elsewhere), ``"native"`` or ``"torchvision"``.
+    inferred from the shapes, as in torchvision. ``impl``: ``"auto"`` (``fused`` on CPU, ``native`` while
+    tracing, compiling or exporting, torchvision's kernel elsewhere), ``"fused"``, ``"native"``,
+    ``"reference"`` or ``"torchvision"``.
     """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
@@ -175,7 +201,9 @@ def deform_conv2d(
     out_hw = output_size(tuple(input.shape[-2:]), (kh, kw), stride, padding, dilation)
     _, groups = _check_shapes(input, offset, weight, mask, out_hw)
     if impl == "auto":
-        impl = "native" if input.device.type == "cpu" else "torchvision"
+        impl = _auto_impl(input)
+    if impl == "fused":
+        return _fused(input, offset, weight, bias, stride, padding, dilation, mask, out_hw, groups)
     if impl == "reference":
         return _reference(input, offset, weight, bias, stride, padding, dilation, mask, out_hw, groups)
     if impl == "native":

@@ -8,7 +8,7 @@ import torchvision
 
 from convblocks import DeformConv2d, ModulatedDeformConv2d, build_block, deform_conv2d, deform_fused, param_groups
 
-IMPLS = ["native", "reference", "torchvision"]
+IMPLS = ["fused", "native", "reference", "torchvision"]
 
 
 def random_case(
@@ -54,9 +54,10 @@ def test_functional_equals_torchvision_forward_and_backward(impl, modulated):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
-def test_native_float32_equals_torchvision_at_1e5():
+@pytest.mark.parametrize("impl", ["fused", "native"])
+def test_float32_equals_torchvision_at_1e5(impl):
     x, offset, weight, bias, stride, pad, dil, mask = random_case(torch.float32, c=16, cout=16, hw=(12, 10))
-    ours = deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl="native")
+    ours = deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl=impl)
     ref = torchvision.ops.deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
 

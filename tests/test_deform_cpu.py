@@ -1,0 +1,135 @@
+"""The fused CPU deformable-conv kernel (convblocks/deform_cpu.py) against torchvision's deform_conv2d."""
+
+import shutil
+
+import pytest
+import torch
+import torchvision
+from test_deform import random_case, saved_bytes
+
+from convblocks import deform_conv2d, deform_cpu, deform_ops
+
+
+@pytest.fixture
+def fresh_kernel():
+    """Forget the cached build result before and after the test, so a patched build does not leak."""
+    deform_cpu.kernel.cache_clear()
+    yield
+    deform_cpu.kernel.cache_clear()
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler")
+def test_kernel_builds_where_a_compiler_is():
+    assert deform_cpu.kernel() is not None  # otherwise every "fused" test below silently tests "native"
+    assert deform_ops._auto_impl(torch.zeros(1)) == "fused"
+
+
+def grads(fn, leaves, go):
+    return torch.autograd.grad(fn(*leaves), leaves, go)
+
+
+@pytest.mark.parametrize("offset_groups,groups", [(1, 1), (4, 1), (2, 4)])
+def test_float64_equals_torchvision_across_groups(offset_groups, groups):
+    x, offset, weight, bias, stride, pad, dil, mask = random_case(
+        torch.float64, c=8, cout=8, groups=groups, offset_groups=offset_groups
+    )
+    leaves = [t.requires_grad_() for t in (x, offset, weight, bias, mask)]
+    go = torch.randn(x.shape[0], 8, *offset.shape[-2:], dtype=torch.float64)
+    ours = grads(lambda *a: deform_conv2d(*a[:4], stride, pad, dil, a[4], impl="fused"), leaves, go)
+    ref = grads(lambda *a: torchvision.ops.deform_conv2d(*a[:4], stride, pad, dil, a[4]), leaves, go)
+    for a, b in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_integer_positions_on_the_border_follow_torchvision():
+    """Integer offsets put taps on the bilinear kinks, some exactly at -1 (no value, but a one-sided offset
+    gradient from the pixel at 0). ``fused`` takes torchvision's side everywhere; grid_sample's rounding
+    does not (``native`` differs here by up to 68)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 8, 7, 6, generator=g, dtype=torch.float64)
+    w = torch.randn(8, 8, 3, 3, generator=g, dtype=torch.float64)
+    off = torch.zeros(2, 18, 7, 6, dtype=torch.float64)
+    off[:, :, ::2] = 1.0
+    mask = torch.rand(2, 9, 7, 6, generator=g, dtype=torch.float64)
+    leaves = [t.requires_grad_() for t in (x, off, w, mask)]
+    go = torch.randn(2, 8, 7, 6, generator=g, dtype=torch.float64)
+    ours = grads(lambda a, o, b, m: deform_conv2d(a, o, b, None, 1, 1, 1, m, impl="fused"), leaves, go)
+    ref = grads(lambda a, o, b, m: torchvision.ops.deform_conv2d(a, o, b, None, 1, 1, 1, m), leaves, go)
+    assert ref[1].abs().max() > 0
+    for a, b in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_several_chunks_with_a_broadcast_gradient_equal_torchvision(monkeypatch):
+    """Chunks of 2 samples (5 = 2 + 2 + 1) and the stride-0 gradient of ``.sum()``."""
+    monkeypatch.setattr(deform_cpu, "chunk_size", lambda n, per_sample_bytes: 2)
+    x, offset, weight, bias, stride, pad, dil, mask = random_case(torch.float64, n=5)
+    leaves = [t.requires_grad_() for t in (x, offset, weight, bias, mask)]
+    ours = deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl="fused")
+    ref = torchvision.ops.deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    for a, b in zip(torch.autograd.grad(ours.sum(), leaves), torch.autograd.grad(ref.sum(), leaves), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_only_requested_gradients_and_dtypes_come_back():
+    """Only the input needs a gradient (frozen weights, offsets from elsewhere); float32 gradients."""
+    x, offset, weight, bias, stride, pad, dil, mask = random_case(torch.float32)
+    x.requires_grad_()
+    out = deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl="fused")
+    (gx,) = torch.autograd.grad(out.sum(), x)
+    xr = x.detach().requires_grad_()
+    ref_out = torchvision.ops.deform_conv2d(xr, offset, weight, bias, stride, pad, dil, mask)
+    (ref,) = torch.autograd.grad(ref_out.sum(), xr)
+    assert gx.dtype == torch.float32 and gx.shape == x.shape
+    torch.testing.assert_close(gx, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_chunks_are_a_multiple_of_the_thread_count():
+    threads = torch.get_num_threads()
+    per = deform_cpu.CHUNK_BYTES // (3 * threads) + 1  # fits 3·threads - 1 samples: round down
+    assert deform_cpu.chunk_size(1000, per) % threads == 0
+    assert deform_cpu.chunk_size(1000, deform_cpu.CHUNK_BYTES * 10) == threads  # huge samples: one per thread
+    assert deform_cpu.chunk_size(1, 1) == 1
+
+
+def test_keeps_no_columns_for_backward():
+    x, offset, weight, bias, stride, pad, dil, mask = random_case(c=32, cout=32, hw=(24, 20), groups=1)
+    for t in (x, offset, weight, mask):
+        t.requires_grad_()
+    ours = saved_bytes(lambda: deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl="fused"))
+    columns = x.shape[0] * 32 * 9 * offset.shape[-2] * offset.shape[-1] * 4
+    assert ours < columns / 2  # input (channels-last copy), offsets, mask and weight only
+
+
+def test_without_the_kernel_fused_falls_back_to_native(monkeypatch):
+    monkeypatch.setattr(deform_cpu, "kernel", lambda: None)
+    assert deform_ops._auto_impl(torch.zeros(1)) == "native"
+    x, offset, weight, bias, stride, pad, dil, mask = random_case(torch.float64)
+    ours = deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl="fused")
+    ref = torchvision.ops.deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_a_failed_build_warns_once_and_returns_none(monkeypatch, fresh_kernel):
+    import torch.utils.cpp_extension as cpp
+
+    def broken(**kwargs):
+        raise RuntimeError("Ninja is required to load C++ extensions\nmore detail")
+
+    monkeypatch.setattr(cpp, "load", broken)
+    with pytest.warns(UserWarning, match=r"could not be built \(Ninja is required to load C\+\+ extensions\)"):
+        assert deform_cpu.kernel() is None
+    assert deform_cpu.kernel() is None  # cached: no second build, no second warning
+
+
+def test_switched_off_by_environment(monkeypatch, fresh_kernel):
+    monkeypatch.setenv("CONVZOO_DEFORM_KERNEL", "0")
+    assert deform_cpu.kernel() is None
+    assert deform_ops._auto_impl(torch.zeros(1)) == "native"
+
+
+def test_auto_uses_native_while_tracing(monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch.jit, "is_tracing", lambda: seen.append(1) or True)
+    assert deform_ops._auto_impl(torch.zeros(1)) == "native" and seen
