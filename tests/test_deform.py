@@ -6,7 +6,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from convblocks import DeformConv2d, ModulatedDeformConv2d, build_block, deform_conv2d, deform_fused, param_groups
+from convblocks import (
+    DeformConv2d,
+    ModulatedDeformConv2d,
+    build_block,
+    deform_conv2d,
+    deform_cpu,
+    deform_fused,
+    param_groups,
+)
 
 IMPLS = ["fused", "native", "reference", "torchvision"]
 
@@ -196,12 +204,13 @@ def test_native_keeps_no_columns_for_backward():
     assert ours < columns / 2  # native keeps input, grid and mask only
 
 
-def test_native_in_several_chunks_with_a_broadcast_gradient_equals_torchvision(monkeypatch):
+@pytest.mark.parametrize("impl,module", [("native", deform_fused), ("fused", deform_cpu)])
+def test_several_chunks_with_a_broadcast_gradient_equal_torchvision(monkeypatch, impl, module):
     """Chunks of 2 samples (5 = 2 + 2 + 1), groups and offset groups, the expanded gradient of ``.sum()``."""
-    monkeypatch.setattr(deform_fused, "chunk_size", lambda n, per_sample_bytes: 2)
+    monkeypatch.setattr(module, "chunk_size", lambda n, per_sample_bytes: 2)
     x, offset, weight, bias, stride, pad, dil, mask = random_case(torch.float64, n=5)
     leaves = [t.requires_grad_() for t in (x, offset, weight, bias, mask)]
-    ours = deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl="native")
+    ours = deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl=impl)
     ref = torchvision.ops.deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask)
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
     g_ours = torch.autograd.grad(ours.sum(), leaves)  # grad_out is a stride-0 broadcast of one scalar

@@ -60,29 +60,21 @@ def test_integer_positions_on_the_border_follow_torchvision():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-def test_several_chunks_with_a_broadcast_gradient_equal_torchvision(monkeypatch):
-    """Chunks of 2 samples (5 = 2 + 2 + 1) and the stride-0 gradient of ``.sum()``."""
-    monkeypatch.setattr(deform_cpu, "chunk_size", lambda n, per_sample_bytes: 2)
-    x, offset, weight, bias, stride, pad, dil, mask = random_case(torch.float64, n=5)
-    leaves = [t.requires_grad_() for t in (x, offset, weight, bias, mask)]
-    ours = deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl="fused")
-    ref = torchvision.ops.deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask)
-    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
-    for a, b in zip(torch.autograd.grad(ours.sum(), leaves), torch.autograd.grad(ref.sum(), leaves), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
-
-
-def test_only_requested_gradients_and_dtypes_come_back():
-    """Only the input needs a gradient (frozen weights, offsets from elsewhere); float32 gradients."""
+@pytest.mark.parametrize("wanted", [("x",), ("offset", "weight", "mask")])
+def test_only_requested_gradients_and_dtypes_come_back(wanted):
+    """Only some inputs need gradients (a frozen layer; the network's first layer, whose input has none)."""
     x, offset, weight, bias, stride, pad, dil, mask = random_case(torch.float32)
-    x.requires_grad_()
-    out = deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl="fused")
-    (gx,) = torch.autograd.grad(out.sum(), x)
-    xr = x.detach().requires_grad_()
-    ref_out = torchvision.ops.deform_conv2d(xr, offset, weight, bias, stride, pad, dil, mask)
-    (ref,) = torch.autograd.grad(ref_out.sum(), xr)
-    assert gx.dtype == torch.float32 and gx.shape == x.shape
-    torch.testing.assert_close(gx, ref, rtol=1e-5, atol=1e-5)
+    named = {"x": x, "offset": offset, "weight": weight, "mask": mask}
+    leaves = [named[k].requires_grad_() for k in wanted]
+    ours = torch.autograd.grad(
+        deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl="fused").sum(), leaves
+    )
+    ref = torch.autograd.grad(
+        torchvision.ops.deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask).sum(), leaves
+    )
+    for a, b, leaf in zip(ours, ref, leaves, strict=True):
+        assert a.dtype == torch.float32 and a.shape == leaf.shape
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_chunks_are_a_multiple_of_the_thread_count():

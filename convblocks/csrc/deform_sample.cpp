@@ -165,23 +165,13 @@ void backward_impl(const at::Tensor& gcols, const at::Tensor& x, const at::Tenso
         T *ga = gp[0] + c, *gb = gp[1] + c, *gd = gp[2] + c, *ge = gp[3] + c;
         const int64_t len = ce - c;
         T sv = 0, s_y = 0, s_x = 0;
-        if (gimg) {
 #pragma omp simd reduction(+ : sv, s_y, s_x)
-          for (int64_t t = 0; t < len; ++t) {
-            const T gv = gc[t];
-            sv += gv * (wv[0] * a[t] + wv[1] * b[t] + wv[2] * d[t] + wv[3] * e[t]);
-            s_y += gv * (wy[0] * a[t] + wy[1] * b[t] + wy[2] * d[t] + wy[3] * e[t]);
-            s_x += gv * (wx[0] * a[t] + wx[1] * b[t] + wx[2] * d[t] + wx[3] * e[t]);
-            ga[t] += wm[0] * gv; gb[t] += wm[1] * gv; gd[t] += wm[2] * gv; ge[t] += wm[3] * gv;
-          }
-        } else {
-#pragma omp simd reduction(+ : sv, s_y, s_x)
-          for (int64_t t = 0; t < len; ++t) {
-            const T gv = gc[t];
-            sv += gv * (wv[0] * a[t] + wv[1] * b[t] + wv[2] * d[t] + wv[3] * e[t]);
-            s_y += gv * (wy[0] * a[t] + wy[1] * b[t] + wy[2] * d[t] + wy[3] * e[t]);
-            s_x += gv * (wx[0] * a[t] + wx[1] * b[t] + wx[2] * d[t] + wx[3] * e[t]);
-          }
+        for (int64_t t = 0; t < len; ++t) {
+          const T gv = gc[t];
+          sv += gv * (wv[0] * a[t] + wv[1] * b[t] + wv[2] * d[t] + wv[3] * e[t]);
+          s_y += gv * (wy[0] * a[t] + wy[1] * b[t] + wy[2] * d[t] + wy[3] * e[t]);
+          s_x += gv * (wx[0] * a[t] + wx[1] * b[t] + wx[2] * d[t] + wx[3] * e[t]);
+          ga[t] += wm[0] * gv; gb[t] += wm[1] * gv; gd[t] += wm[2] * gv; ge[t] += wm[3] * gv;  // scratch if unused
         }
         acc_v += sv; acc_y += s_y; acc_x += s_x;
         c = ce;
