@@ -140,9 +140,16 @@ def _native(input, offset, weight, bias, stride, padding, dilation, mask, out_hw
     return _finish(out.reshape(n, cout, *out_hw), bias)
 
 
+def _fused_usable(input: torch.Tensor) -> bool:
+    """The fused kernel runs on CPU tensors, where it was built, and not while a graph is being captured
+    (``jit.trace``, ``torch.compile`` and ``torch.export`` see only PyTorch ops, not the extension's)."""
+    capturing = torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    return input.device.type == "cpu" and not capturing and deform_cpu.kernel() is not None
+
+
 def _fused(input, offset, weight, bias, stride, padding, dilation, mask, out_hw, groups):
-    """The compiled channels-last CPU kernel (``deform_cpu``); ``native`` where it is not available."""
-    if deform_cpu.kernel() is None or input.device.type != "cpu":
+    """The compiled channels-last CPU kernel (``deform_cpu``); ``native`` where it cannot run."""
+    if not _fused_usable(input):
         return _native(input, offset, weight, bias, stride, padding, dilation, mask, out_hw, groups)
     geometry = (stride, padding, dilation, groups)
     out = deform_cpu.DeformFusedCPU.apply(input, offset, mask, weight, geometry, _compute_dtype(input, weight))
@@ -167,12 +174,10 @@ def _torchvision(input, offset, weight, bias, stride, padding, dilation, mask):
 
 
 def _auto_impl(input: torch.Tensor) -> str:
-    """torchvision's kernel off the CPU; on CPU the fused kernel, except where a graph is being captured
-    (``jit.trace``, ``torch.compile``, ``torch.export`` see only PyTorch ops) or it cannot be built."""
+    """torchvision's kernel off the CPU; on CPU the fused kernel where it can run, else ``native``."""
     if input.device.type != "cpu":
         return "torchvision"
-    capturing = torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
-    return "native" if capturing or deform_cpu.kernel() is None else "fused"
+    return "fused" if _fused_usable(input) else "native"
 
 
 def deform_conv2d(

@@ -7,7 +7,7 @@ import torch
 import torchvision
 from test_deform import random_case, saved_bytes
 
-from convblocks import deform_conv2d, deform_cpu, deform_ops
+from convblocks import ModulatedDeformConv2d, deform_conv2d, deform_cpu, deform_ops
 
 
 @pytest.fixture
@@ -125,3 +125,13 @@ def test_auto_uses_native_while_tracing(monkeypatch):
     seen = []
     monkeypatch.setattr(torch.jit, "is_tracing", lambda: seen.append(1) or True)
     assert deform_ops._auto_impl(torch.zeros(1)) == "native" and seen
+
+
+def test_explicit_fused_block_traces_through_native():
+    """``impl="fused"`` asked for by name still gives a trace that recomputes from its input."""
+    block = ModulatedDeformConv2d(8, 8, 3, impl="fused")
+    torch.nn.init.normal_(block.conv_offset.weight, std=0.1)
+    x, other = torch.randn(2, 8, 9, 7), torch.randn(2, 8, 9, 7)
+    with torch.no_grad():
+        traced = torch.jit.trace(block, x, check_trace=False)
+        torch.testing.assert_close(traced(other), block(other), rtol=1e-5, atol=1e-5)
