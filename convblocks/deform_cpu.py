@@ -23,7 +23,7 @@ from types import ModuleType
 import torch
 from torch.autograd.function import once_differentiable
 
-from .deform_fused import CHUNK_BYTES
+from .deform_fused import chunk_size
 
 SOURCE = Path(__file__).with_name("csrc") / "deform_sample.cpp"
 
@@ -99,7 +99,7 @@ class DeformFusedCPU(torch.autograd.Function):
         with torch.autocast("cpu", enabled=False):
             xl = x.to(pos).permute(0, 2, 3, 1).contiguous()  # (N, H, W, C)
             off = offset.to(pos).contiguous()
-            m = mask.to(pos).contiguous() if mask is not None else torch.empty(0, dtype=pos)
+            m = mask.to(pos).contiguous() if mask is not None else torch.empty(0, dtype=pos)  # empty: no mask
             w = _weight_matrix(weight, groups).to(compute_dtype)  # (g, C_out/g, K·C/g)
             n, kh, kw = x.shape[0], *weight.shape[-2:]
             args = ([kh, kw], list(stride), list(padding), list(dilation), groups)
@@ -107,12 +107,11 @@ class DeformFusedCPU(torch.autograd.Function):
             outs = []
             for s in range(0, n, step):
                 e = min(n, s + step)
-                cols = ext.sample_columns(xl[s:e], off[s:e], m[s:e] if m.numel() else m, *args)
+                cols = ext.sample_columns(xl[s:e], off[s:e], m[s:e], *args)
                 outs.append(_matmul(w, cols.to(compute_dtype), groups))
             out = torch.cat(outs) if len(outs) > 1 else outs[0]
         ctx.save_for_backward(xl, off, m, weight)
         ctx.args, ctx.step, ctx.compute_dtype, ctx.x_dtype = args, step, compute_dtype, x.dtype
-        ctx.has_mask = mask is not None
         ctx.off_dtype, ctx.mask_dtype = offset.dtype, (mask.dtype if mask is not None else None)
         return out
 
@@ -129,22 +128,22 @@ class DeformFusedCPU(torch.autograd.Function):
         gw = torch.zeros(w.shape, dtype=acc) if need_w else None
         gx = torch.empty_like(xl) if need_x else None
         goff = torch.empty_like(off) if need_off else None
-        gmask = torch.empty_like(m) if (need_mask and ctx.has_mask) else None
+        gmask = torch.empty_like(m) if (need_mask and m.numel()) else None
         grad_out = grad_out.contiguous()
         with torch.autocast("cpu", enabled=False):
             for s in range(0, n, step):
                 e = min(n, s + step)
-                ms = m[s:e] if m.numel() else m
                 go = grad_out[s:e].to(cdtype).view(e - s, groups, w.shape[1], -1)  # (n_c, g, C_out/g, L)
                 if need_w:
-                    cols = ext.sample_columns(xl[s:e], off[s:e], ms, *args).to(acc).view(e - s, -1, groups, w.shape[2])
+                    cols = ext.sample_columns(xl[s:e], off[s:e], m[s:e], *args).to(acc)
+                    cols = cols.view(e - s, -1, groups, w.shape[2])
                     for j in range(groups):
                         gw[j].addbmm_(go[:, j].to(acc), cols[:, :, j])
                 if need_x or need_off or gmask is not None:
                     gcols = torch.matmul(go.transpose(2, 3), w)  # (n_c, g, L, K·C/g)
                     gcols = gcols.transpose(1, 2).reshape(e - s, -1, groups * w.shape[2]).to(xl.dtype).contiguous()
                     gxi, goi, gmi = ext.sample_columns_backward(
-                        gcols, xl[s:e], off[s:e], ms, *args, need_x, need_off, gmask is not None
+                        gcols, xl[s:e], off[s:e], m[s:e], *args, need_x, need_off, gmask is not None
                     )
                     if need_x:
                         gx[s:e] = gxi
@@ -160,14 +159,6 @@ class DeformFusedCPU(torch.autograd.Function):
         goff = goff.to(ctx.off_dtype) if need_off else None
         gmask = gmask.to(ctx.mask_dtype) if gmask is not None else None
         return gx, goff, gmask, gw, None, None
-
-
-def chunk_size(n: int, per_sample_bytes: int) -> int:
-    """Samples per chunk: columns within CHUNK_BYTES, a multiple of the thread count (the GEMM and the
-    backward kernel split the chunk's samples between threads, so an odd chunk leaves a core idle)."""
-    threads = torch.get_num_threads()
-    fits = max(1, CHUNK_BYTES // max(per_sample_bytes, 1))
-    return min(n, max(threads, fits // threads * threads))
 
 
 def _weight_matrix(weight: torch.Tensor, groups: int) -> torch.Tensor:

@@ -17,8 +17,11 @@ CHUNK_BYTES = 24 * 2**20  # column bytes per chunk: small enough to be served fr
 
 
 def chunk_size(n: int, per_sample_bytes: int) -> int:
-    """Samples per chunk: within CHUNK_BYTES, but at least one per thread (grid_sample splits the batch)."""
-    return max(1, min(n, max(torch.get_num_threads(), CHUNK_BYTES // max(per_sample_bytes, 1))))
+    """Samples per chunk: columns within CHUNK_BYTES, a multiple of the thread count (the samplers and the
+    batched GEMM split a chunk's samples between threads, so an odd chunk leaves a core idle)."""
+    threads = torch.get_num_threads()
+    fits = max(1, CHUNK_BYTES // max(per_sample_bytes, 1))
+    return min(n, max(threads, fits // threads * threads))
 
 
 def _grid_sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:

@@ -204,6 +204,14 @@ def test_native_keeps_no_columns_for_backward():
     assert ours < columns / 2  # native keeps input, grid and mask only
 
 
+def test_chunks_are_a_multiple_of_the_thread_count():
+    threads = torch.get_num_threads()
+    per = deform_fused.CHUNK_BYTES // (3 * threads) + 1  # fits 3·threads - 1 samples: round down
+    assert deform_fused.chunk_size(1000, per) % threads == 0
+    assert deform_fused.chunk_size(1000, deform_fused.CHUNK_BYTES * 10) == threads  # huge samples: one per thread
+    assert deform_fused.chunk_size(1, 1) == 1
+
+
 @pytest.mark.parametrize("impl,module", [("native", deform_fused), ("fused", deform_cpu)])
 def test_several_chunks_with_a_broadcast_gradient_equal_torchvision(monkeypatch, impl, module):
     """Chunks of 2 samples (5 = 2 + 2 + 1), groups and offset groups, the expanded gradient of ``.sum()``."""

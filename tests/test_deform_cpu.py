@@ -77,14 +77,6 @@ def test_only_requested_gradients_and_dtypes_come_back(wanted):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_chunks_are_a_multiple_of_the_thread_count():
-    threads = torch.get_num_threads()
-    per = deform_cpu.CHUNK_BYTES // (3 * threads) + 1  # fits 3·threads - 1 samples: round down
-    assert deform_cpu.chunk_size(1000, per) % threads == 0
-    assert deform_cpu.chunk_size(1000, deform_cpu.CHUNK_BYTES * 10) == threads  # huge samples: one per thread
-    assert deform_cpu.chunk_size(1, 1) == 1
-
-
 def test_keeps_no_columns_for_backward():
     x, offset, weight, bias, stride, pad, dil, mask = random_case(c=32, cout=32, hw=(24, 20), groups=1)
     for t in (x, offset, weight, mask):
