@@ -1,17 +1,19 @@
-"""The fused CPU kernel for deformable convolution: build on first use, and its autograd function.
+"""The fused CPU kernel for deformable convolution: build on first use, and its custom ops.
 
 ``csrc/deform_sample.cpp`` samples all kernel taps of a channels-last input into columns with one set of
 bilinear weights per point and a vectorised loop over channels, and does the whole backward (input,
 offset and mask gradients) in one pass. It is compiled once per machine with
 ``torch.utils.cpp_extension`` (g++ and ninja; cached under ``TORCH_EXTENSIONS_DIR``). Where it cannot be
 built, ``kernel()`` returns None with one warning and ``deform_conv2d`` falls back to ``native``.
-``CONVZOO_DEFORM_KERNEL=0`` turns it off.
+``CONVZOO_DEFORM_KERNEL=0`` turns it off. Forward and backward are ``torch.library`` custom ops
+(``convzoo::deform_fused`` and its backward) with fake implementations, so ``torch.compile`` runs the kernel.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import platform
 import shutil
@@ -21,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
-from torch.autograd.function import once_differentiable
+from torch.utils.flop_counter import register_flop_formula
 
 from .deform_fused import chunk_size
 
@@ -83,82 +85,162 @@ def kernel() -> ModuleType | None:
         quiet.setLevel(level)
 
 
-class DeformFusedCPU(torch.autograd.Function):
-    """``out[n] = W @ columns(x[n], offset[n], mask[n])`` with the fused kernel, in batch chunks.
+@torch.compiler.assume_constant_result
+def available() -> bool:
+    """Whether the kernel is built (a constant to ``torch.compile``, which cannot trace the build)."""
+    return kernel() is not None
+
+
+def deform_conv2d_fused(
+    x: torch.Tensor,
+    offset: torch.Tensor,
+    mask: torch.Tensor | None,
+    weight: torch.Tensor,
+    geometry: tuple[tuple[int, int], tuple[int, int], tuple[int, int]],
+    compute_dtype: torch.dtype,
+) -> torch.Tensor:
+    """``out[n] = W @ columns(x[n], offset[n], mask[n])`` with the fused kernel: ``(N, C_out, H_out·W_out)``.
 
     Shapes: ``x (N, C, H, W)``, ``offset (N, 2·G·K, H_out, W_out)``, ``mask (N, G·K, H_out, W_out)`` or None,
-    ``weight (C_out, C/groups, kh, kw)``; returns ``(N, C_out, H_out·W_out)`` in ``compute_dtype``.
-    Only the channels-last input, offsets and mask are kept for backward; columns are recomputed.
+    ``weight (C_out, C/groups, kh, kw)``; ``geometry`` is ``(stride, padding, dilation)``. The layout
+    changes are autograd ops here; the sampling and its backward are the custom op ``convzoo::deform_fused``,
+    which ``torch.compile`` keeps as one opaque node (its fake implementation gives the output shape).
     """
+    stride, padding, dilation = geometry
+    pos = torch.float64 if x.dtype == torch.float64 else torch.float32
+    with torch.autocast("cpu", enabled=False):
+        xl = x.to(pos).permute(0, 2, 3, 1).contiguous()  # (N, H, W, C): a pixel's channels are contiguous
+        off = offset.to(pos).contiguous()
+        m = mask.to(pos).contiguous() if mask is not None else None
+        return deform_fused(xl, off, m, weight, list(stride), list(padding), list(dilation), compute_dtype)
 
-    @staticmethod
-    def forward(ctx, x, offset, mask, weight, geometry, compute_dtype):
-        ext = kernel()
-        stride, padding, dilation, groups = geometry
-        pos = torch.float64 if x.dtype == torch.float64 else torch.float32
-        with torch.autocast("cpu", enabled=False):
-            xl = x.to(pos).permute(0, 2, 3, 1).contiguous()  # (N, H, W, C)
-            off = offset.to(pos).contiguous()
-            m = mask.to(pos).contiguous() if mask is not None else torch.empty(0, dtype=pos)  # empty: no mask
-            w = _weight_matrix(weight, groups).to(compute_dtype)  # (g, C_out/g, K·C/g)
-            n, kh, kw = x.shape[0], *weight.shape[-2:]
-            args = ([kh, kw], list(stride), list(padding), list(dilation), groups)
-            step = chunk_size(n, x.shape[1] * kh * kw * off.shape[-2] * off.shape[-1] * xl.element_size())
-            outs = []
-            for s in range(0, n, step):
-                e = min(n, s + step)
-                cols = ext.sample_columns(xl[s:e], off[s:e], m[s:e], *args)
-                outs.append(_matmul(w, cols.to(compute_dtype), groups))
-            out = torch.cat(outs) if len(outs) > 1 else outs[0]
-        ctx.save_for_backward(xl, off, m, weight)
-        ctx.args, ctx.step, ctx.compute_dtype, ctx.x_dtype = args, step, compute_dtype, x.dtype
-        ctx.off_dtype, ctx.mask_dtype = offset.dtype, (mask.dtype if mask is not None else None)
-        return out
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        xl, off, m, weight = ctx.saved_tensors
-        ext, args, step, cdtype = kernel(), ctx.args, ctx.step, ctx.compute_dtype
-        groups = args[-1]
-        need_x, need_off, need_mask, need_w = ctx.needs_input_grad[:4]
-        n = xl.shape[0]
-        w = _weight_matrix(weight, groups).to(cdtype)  # (g, C_out/g, K·C/g)
-        acc = torch.float64 if cdtype == torch.float64 else torch.float32
-        gw = torch.zeros(w.shape, dtype=acc) if need_w else None
-        gx = torch.empty_like(xl) if need_x else None
-        goff = torch.empty_like(off) if need_off else None
-        gmask = torch.empty_like(m) if (need_mask and m.numel()) else None
-        grad_out = grad_out.contiguous()
-        with torch.autocast("cpu", enabled=False):
-            for s in range(0, n, step):
-                e = min(n, s + step)
-                go = grad_out[s:e].to(cdtype).view(e - s, groups, w.shape[1], -1)  # (n_c, g, C_out/g, L)
-                if need_w:
-                    cols = ext.sample_columns(xl[s:e], off[s:e], m[s:e], *args).to(acc)
-                    cols = cols.view(e - s, -1, groups, w.shape[2])
-                    for j in range(groups):
-                        gw[j].addbmm_(go[:, j].to(acc), cols[:, :, j])
-                if need_x or need_off or gmask is not None:
-                    gcols = torch.matmul(go.transpose(2, 3), w)  # (n_c, g, L, K·C/g)
-                    gcols = gcols.transpose(1, 2).reshape(e - s, -1, groups * w.shape[2]).to(xl.dtype).contiguous()
-                    gxi, goi, gmi = ext.sample_columns_backward(
-                        gcols, xl[s:e], off[s:e], m[s:e], *args, need_x, need_off, gmask is not None
-                    )
-                    if need_x:
-                        gx[s:e] = gxi
-                    if need_off:
-                        goff[s:e] = goi
-                    if gmask is not None:
-                        gmask[s:e] = gmi
+@torch.library.custom_op("convzoo::deform_fused", mutates_args=())
+def deform_fused(
+    xl: torch.Tensor,
+    offset: torch.Tensor,
+    mask: torch.Tensor | None,
+    weight: torch.Tensor,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    compute_dtype: torch.dtype,
+) -> torch.Tensor:
+    """Forward in batch chunks: ``xl (N, H, W, C)``, ``weight (C_out, C/g, kh, kw)`` → ``(N, C_out, L)``."""
+    ext, groups = kernel(), xl.shape[-1] // weight.shape[1]
+    m = mask if mask is not None else xl.new_empty(0)  # empty: no mask
+    args = (list(weight.shape[-2:]), stride, padding, dilation, groups)
+    wc = _weight_matrix(weight, groups).to(compute_dtype)  # (g, C_out/g, K·C/g), tap-major like the columns
+    outs = []
+    for s, e in _chunks(xl, offset, weight):
+        cols = ext.sample_columns(xl[s:e], offset[s:e], m[s:e], *args)
+        outs.append(_matmul(wc, cols.to(compute_dtype), groups))
+    return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+
+@deform_fused.register_fake
+def _(xl, offset, mask, weight, stride, padding, dilation, compute_dtype):
+    length = offset.shape[-2] * offset.shape[-1]
+    return xl.new_empty((xl.shape[0], weight.shape[0], length), dtype=compute_dtype)
+
+
+@torch.library.custom_op("convzoo::deform_fused_backward", mutates_args=())
+def deform_fused_backward(
+    grad_out: torch.Tensor,
+    xl: torch.Tensor,
+    offset: torch.Tensor,
+    mask: torch.Tensor | None,
+    weight: torch.Tensor,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    compute_dtype: torch.dtype,
+    needs: list[bool],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients ``(xl, offset, mask, weight)`` of ``deform_fused``; an empty tensor for one not in ``needs``.
+
+    One pass of the kernel gives the input, offset and mask gradients; the weight gradient re-samples the
+    columns (nothing was kept) and accumulates in float32 or better, whatever the compute dtype.
+    """
+    ext, groups, n = kernel(), xl.shape[-1] // weight.shape[1], xl.shape[0]
+    need_x, need_off, need_mask, need_w = needs
+    need_mask = need_mask and mask is not None
+    m = mask if mask is not None else xl.new_empty(0)
+    args = (list(weight.shape[-2:]), stride, padding, dilation, groups)
+    wc = _weight_matrix(weight, groups).to(compute_dtype)  # (g, C_out/g, K·C/g)
+    acc = torch.float64 if compute_dtype == torch.float64 else torch.float32
+    gw = torch.zeros(wc.shape, dtype=acc) if need_w else None
+    gx = torch.empty_like(xl) if need_x else xl.new_empty(0)
+    goff = torch.empty_like(offset) if need_off else offset.new_empty(0)
+    gmask = torch.empty_like(m) if need_mask else m.new_empty(0)
+    grad_out = grad_out.contiguous().view(n, groups, wc.shape[1], -1)  # (N, g, C_out/g, L)
+    for s, e in _chunks(xl, offset, weight):
+        go = grad_out[s:e].to(compute_dtype)
         if need_w:
-            kh, kw = weight.shape[-2:]
-            cg = weight.shape[1]
-            gw = gw.view(weight.shape[0], kh, kw, cg).permute(0, 3, 1, 2).to(weight.dtype)
-        gx = gx.permute(0, 3, 1, 2).to(ctx.x_dtype) if need_x else None
-        goff = goff.to(ctx.off_dtype) if need_off else None
-        gmask = gmask.to(ctx.mask_dtype) if gmask is not None else None
-        return gx, goff, gmask, gw, None, None
+            cols = ext.sample_columns(xl[s:e], offset[s:e], m[s:e], *args).to(acc)
+            cols = cols.view(e - s, -1, groups, wc.shape[2])
+            for j in range(groups):
+                gw[j].addbmm_(go[:, j].to(acc), cols[:, :, j])
+        if need_x or need_off or need_mask:
+            gcols = torch.matmul(go.transpose(2, 3), wc)  # (n_c, g, L, K·C/g)
+            gcols = gcols.transpose(1, 2).reshape(e - s, -1, groups * wc.shape[2]).to(xl.dtype).contiguous()
+            gxi, goi, gmi = ext.sample_columns_backward(
+                gcols, xl[s:e], offset[s:e], m[s:e], *args, need_x, need_off, need_mask
+            )
+            if need_x:
+                gx[s:e] = gxi
+            if need_off:
+                goff[s:e] = goi
+            if need_mask:
+                gmask[s:e] = gmi
+    if need_w:  # (g, C_out/g, kh·kw·C/g) → (C_out, C/g, kh, kw)
+        kh, kw = weight.shape[-2:]
+        gw = gw.view(weight.shape[0], kh, kw, weight.shape[1]).permute(0, 3, 1, 2).to(weight.dtype).contiguous()
+    return gx, goff, gmask, (gw if need_w else weight.new_empty(0))
+
+
+@deform_fused_backward.register_fake
+def _(grad_out, xl, offset, mask, weight, stride, padding, dilation, compute_dtype, needs):
+    like = (xl, offset, mask if mask is not None else xl, weight)
+    return tuple(t.new_empty(t.shape if need and t is not None else (0,)) for t, need in zip(like, needs, strict=True))
+
+
+@register_flop_formula(torch.ops.convzoo.deform_fused)
+def _forward_flops(xl_shape, offset_shape, mask_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    """The GEMM's FLOPs, ``2 · (N·C_out·L) · K·C/g``, as ``FlopCounterMode`` counts a conv (sampling is not counted)."""
+    return 2 * math.prod(out_shape) * math.prod(w_shape[1:])
+
+
+@register_flop_formula(torch.ops.convzoo.deform_fused_backward)
+def _backward_flops(grad_shape, xl_shape, offset_shape, mask_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    """One GEMM of the forward's size for the column gradient, one for the weight gradient, as needed."""
+    needs = args[-1]
+    gemms = int(any(needs[:3])) + int(needs[3])
+    return gemms * 2 * math.prod(grad_shape) * math.prod(w_shape[1:])
+
+
+def _setup_context(ctx, inputs, output):
+    xl, offset, mask, weight, *geometry = inputs
+    ctx.save_for_backward(xl, offset, mask, weight)
+    ctx.geometry = geometry
+
+
+def _backward(ctx, grad_out):
+    xl, offset, mask, weight = ctx.saved_tensors
+    needs = list(ctx.needs_input_grad[:4])
+    grads = deform_fused_backward(grad_out, xl, offset, mask, weight, *ctx.geometry, needs)
+    return (*(g if need else None for g, need in zip(grads, needs, strict=True)), None, None, None, None)
+
+
+deform_fused.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _chunks(xl: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor) -> list[tuple[int, int]]:
+    """Batch ranges whose columns fit ``chunk_size``'s budget."""
+    n, c = xl.shape[0], xl.shape[-1]
+    per_sample = c * weight.shape[-2] * weight.shape[-1] * offset.shape[-2] * offset.shape[-1] * xl.element_size()
+    step = chunk_size(n, per_sample)
+    return [(s, min(n, s + step)) for s in range(0, n, step)]
 
 
 def _weight_matrix(weight: torch.Tensor, groups: int) -> torch.Tensor:

@@ -141,18 +141,18 @@ def _native(input, offset, weight, bias, stride, padding, dilation, mask, out_hw
 
 
 def _fused_usable(input: torch.Tensor) -> bool:
-    """The fused kernel runs on CPU tensors, where it was built, and not while a graph is being captured
-    (``jit.trace``, ``torch.compile`` and ``torch.export`` see only PyTorch ops, not the extension's)."""
-    capturing = torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
-    return input.device.type == "cpu" and not capturing and deform_cpu.kernel() is not None
+    """The fused kernel runs on CPU tensors, where it was built. ``torch.compile`` keeps it as one custom op;
+    ``jit.trace`` and ``torch.export`` make graphs meant to run elsewhere, so they record ``native``'s ops."""
+    capturing = torch.jit.is_tracing() or torch.compiler.is_exporting()
+    return input.device.type == "cpu" and not capturing and deform_cpu.available()
 
 
 def _fused(input, offset, weight, bias, stride, padding, dilation, mask, out_hw, groups):
     """The compiled channels-last CPU kernel (``deform_cpu``); ``native`` where it cannot run."""
     if not _fused_usable(input):
         return _native(input, offset, weight, bias, stride, padding, dilation, mask, out_hw, groups)
-    geometry = (stride, padding, dilation, groups)
-    out = deform_cpu.DeformFusedCPU.apply(input, offset, mask, weight, geometry, _compute_dtype(input, weight))
+    geometry = (stride, padding, dilation)  # groups: C / weight.shape[1]
+    out = deform_cpu.deform_conv2d_fused(input, offset, mask, weight, geometry, _compute_dtype(input, weight))
     return _finish(out.reshape(input.shape[0], weight.shape[0], *out_hw), bias)
 
 
@@ -196,7 +196,7 @@ def deform_conv2d(
     ``input (N, C, H, W)``, ``offset (N, 2·G·kh·kw, H_out, W_out)``, ``weight (C_out, C/groups, kh, kw)``,
     ``mask (N, G·kh·kw, H_out, W_out)`` → ``(N, C_out, H_out, W_out)``. Groups and offset groups are
     inferred from the shapes, as in torchvision. ``impl``: ``"auto"`` (``fused`` on CPU, ``native`` while
-    tracing, compiling or exporting, torchvision's kernel elsewhere), ``"fused"``, ``"native"``,
+    tracing or exporting, torchvision's kernel elsewhere), ``"fused"``, ``"native"``,
     ``"reference"`` or ``"torchvision"``.
     """
     if impl not in IMPLS:

@@ -127,3 +127,53 @@ def test_explicit_fused_block_traces_through_native():
     with torch.no_grad():
         traced = torch.jit.trace(block, x, check_trace=False)
         torch.testing.assert_close(traced(other), block(other), rtol=1e-5, atol=1e-5)
+
+
+def test_custom_ops_pass_opcheck():
+    """Schema, fake (meta) implementation and autograd registration of both ops, as torch.compile needs them."""
+    g = torch.Generator().manual_seed(0)
+    xl = torch.randn(2, 7, 6, 8, generator=g, dtype=torch.float64)  # NHWC
+    off = torch.randn(2, 18, 7, 6, generator=g, dtype=torch.float64)
+    m = torch.rand(2, 9, 7, 6, generator=g, dtype=torch.float64)
+    w = torch.randn(4, 4, 3, 3, generator=g, dtype=torch.float64)  # 2 conv groups: 4 → 2 channels each
+    geometry = ([1, 1], [1, 1], [1, 1], torch.float64)
+    for mask in (m, None):
+        leaves = [t.clone().requires_grad_() for t in (xl, off, w)]
+        mask = None if mask is None else mask.clone().requires_grad_()
+        torch.library.opcheck(deform_cpu.deform_fused, (leaves[0], leaves[1], mask, leaves[2], *geometry))
+        go = torch.randn(2, 4, 42, generator=g, dtype=torch.float64)
+        needs = [True, False, mask is not None, True]
+        plain_mask = None if mask is None else m
+        torch.library.opcheck(deform_cpu.deform_fused_backward, (go, xl, off, plain_mask, w, *geometry, needs))
+
+
+def test_torch_compile_runs_the_fused_op_with_eager_results():
+    torch.manual_seed(0)
+    block = ModulatedDeformConv2d(8, 8, 3)
+    torch.nn.init.normal_(block.conv_offset.weight, std=0.3)
+    x = torch.randn(2, 8, 9, 7, requires_grad=True)
+    targets = []
+
+    def recording_backend(gm, example_inputs):
+        targets.extend(str(node.target) for node in gm.graph.nodes if node.op == "call_function")
+        return gm.forward
+
+    leaves = [x, *block.parameters()]
+    eager = torch.autograd.grad(block(x).square().sum(), leaves)
+    compiled = torch.compile(block, backend=recording_backend, fullgraph=True)
+    ours = torch.autograd.grad(compiled(x).square().sum(), leaves)
+    assert "convzoo.deform_fused.default" in targets and not any("grid_sampler" in t for t in targets)
+    for a, b in zip(ours, eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_flop_counter_counts_the_fused_gemm_like_the_reference_matmul():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, offset, weight, bias, stride, pad, dil, mask = random_case(torch.float32, groups=2)
+    counts = []
+    for impl in ("fused", "reference"):
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl=impl)
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] > 0
