@@ -126,14 +126,14 @@ def bench_shape(shape, names, device, reps, warmup, channels_last, compile_, amp
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(n, c, h, w, device=device).contiguous(memory_format=fmt)
     xg = x.clone().requires_grad_()
-    rows, steps = [], {}
+    rows, steps, modules = [], {}, {}
     if compile_:
         # Each shape compiles afresh (static shapes). Without the reset the second shape recompiles with
         # dynamic shapes, and on torch 2.14.1 Inductor then failed on one block (docs/benchmarks.md).
         torch._dynamo.reset()
     for name in names:
         factory, peer = CANDIDATES[name]
-        module = to_memory_format(factory(c).to(device), fmt)
+        module = modules[name] = to_memory_format(factory(c).to(device), fmt)
         params = sum(p.numel() for p in module.parameters())
         flops = forward_flops(module.eval(), x)
         module.train()
@@ -159,8 +159,9 @@ def bench_shape(shape, names, device, reps, warmup, channels_last, compile_, amp
         for _ in range(reps):
             for name, row in zip(names, rows, strict=True):
                 step = steps[name][phase]
-                if phase == 1:
+                if phase == 1:  # as a training loop does: optimizer.zero_grad() sets gradients to None
                     xg.grad = None
+                    modules[name].zero_grad(set_to_none=True)
                 sync(device)
                 t0 = time.perf_counter()
                 step()
