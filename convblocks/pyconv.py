@@ -6,7 +6,10 @@ Each level's padding grows with its kernel, so the output has the shape ``nn.Con
 
 On CPU the levels run in channels-last layout (``layout="auto"``): oneDNN's grouped convolutions with
 large kernels are several times faster there (docs/benchmarks.md). The output is handed back in the
-input's memory format, so the block stays a drop-in.
+input's memory format, so the block stays a drop-in. In that layout ``impl="auto"`` also phrases grouped
+levels the way oneDNN runs fastest (``grouped_conv``): one output channel per group as a depthwise conv
+and a sum, and, in training at stride 1, the other grouped levels as transposed convs. ``impl="direct"``
+keeps one ``nn.Conv2d`` call per level everywhere.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import torch
 import torch.nn as nn
 
 from .conv import IntOrPair, check_groups, conv_geometry, conv_repr, to_pair
+from .grouped_conv import conv2d_as_depthwise_sum, conv2d_as_transposed, transposed_padding
 from .registry import register_block
 
 PAPER_GROUPS = (1, 4, 8, 16)
 LAYOUTS = ("auto", "channels_last", "input")
+IMPLS = ("auto", "direct")
 PAPER_SPLITS = {1: (1.0,), 2: (0.5, 0.5), 3: (0.25, 0.25, 0.5), 4: (0.25, 0.25, 0.25, 0.25)}
 
 
@@ -61,12 +66,15 @@ class PyConv2d(nn.Module):
         level_groups: Sequence[int] | None = None,
         splits: Sequence[float | int] | None = None,
         layout: str = "auto",
+        impl: str = "auto",
     ) -> None:
         super().__init__()
         check_groups(in_channels, out_channels, groups, "pyconv")
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-        self.layout = layout
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+        self.layout, self.impl = layout, impl
         k, s, p, d = conv_geometry(kernel_size, stride, padding, dilation)
         if levels is None:
             levels = len(kernels) if kernels is not None else 4
@@ -112,8 +120,23 @@ class PyConv2d(nn.Module):
         cl = torch.channels_last
         input_format = cl if (x.is_contiguous(memory_format=cl) and not x.is_contiguous()) else torch.contiguous_format
         xc = x.contiguous(memory_format=cl)
-        out = torch.cat([level(xc) for level in self.levels], dim=1)
+        out = torch.cat([self._level_channels_last(level, xc) for level in self.levels], dim=1)
         return out.contiguous(memory_format=input_format)
 
+    def _level_channels_last(self, level: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        """One level on a channels-last input, in the formulation oneDNN runs fastest (equal results)."""
+        g = level.groups
+        if self.impl == "direct" or g == 1:
+            return level(x)
+        geometry = (level.stride, level.padding, level.dilation)
+        if level.out_channels == g:  # one output channel per group
+            return conv2d_as_depthwise_sum(x, level.weight, level.bias, *geometry, g)
+        training = torch.is_grad_enabled() and level.weight.requires_grad
+        if training and level.stride == (1, 1) and transposed_padding(level.kernel_size, *geometry[1:]) is not None:
+            return conv2d_as_transposed(x, level.weight, level.bias, level.padding, level.dilation, g)
+        return level(x)
+
     def extra_repr(self) -> str:
-        return conv_repr(self, self.levels[0].bias is not None, levels=len(self.levels), layout=self.layout)
+        return conv_repr(
+            self, self.levels[0].bias is not None, levels=len(self.levels), layout=self.layout, impl=self.impl
+        )

@@ -1,0 +1,95 @@
+"""Equivalent formulations of a grouped conv (convblocks/grouped_conv.py) against F.conv2d, and their use in PyConv."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from convblocks import PyConv2d, grouped_conv, pyconv
+
+
+def grads_of(fn, leaves, go):
+    out = fn(*leaves)
+    return (out, *torch.autograd.grad(out, leaves, go))
+
+
+def check_equal(ours_fn, ref_fn, x, weight, bias):
+    leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    go = torch.randn_like(ref_fn(*leaves))
+    for a, b in zip(grads_of(ours_fn, leaves, go), grads_of(ref_fn, leaves, go), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize(
+    "k,groups,cout,padding,dilation",
+    [(3, 1, 6, 1, 1), (5, 4, 8, 2, 1), (7, 8, 16, 3, 1), (5, 2, 4, 1, 2), (3, 4, 8, 0, 1), (3, 1, 6, 2, 1), (9, 16, 32, 4, 1)],
+)
+def test_transposed_form_equals_conv2d(fmt, k, groups, cout, padding, dilation):
+    g = torch.Generator().manual_seed(k * groups)
+    x = torch.randn(2, 16, 11, 9, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
+    weight = torch.randn(cout, 16 // groups, k, k, generator=g, dtype=torch.float64)
+    bias = torch.randn(cout, generator=g, dtype=torch.float64)
+    pad, dil = (padding, padding), (dilation, dilation)
+    check_equal(
+        lambda a, w, b: grouped_conv.conv2d_as_transposed(a, w, b, pad, dil, groups),
+        lambda a, w, b: F.conv2d(a, w, b, 1, pad, dil, groups),
+        x,
+        weight,
+        bias,
+    )
+
+
+def test_transposed_form_refuses_padding_beyond_the_kernel():
+    assert grouped_conv.transposed_padding((3, 3), (3, 1), (1, 1)) is None
+    assert grouped_conv.transposed_padding((5, 3), (2, 1), (1, 2)) == (2, 3)
+    with pytest.raises(ValueError, match="no transposed form"):
+        grouped_conv.conv2d_as_transposed(torch.zeros(1, 4, 5, 5), torch.zeros(4, 4, 3, 3), None, (3, 3), (1, 1), 1)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("stride,padding,dilation", [(1, 4, 1), (2, 3, 1), (1, 8, 2)])
+def test_depthwise_sum_form_equals_conv2d(fmt, stride, padding, dilation):
+    g = torch.Generator().manual_seed(stride + padding)
+    x = torch.randn(2, 16, 12, 9, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
+    weight = torch.randn(4, 4, 9, 9, generator=g, dtype=torch.float64)  # 4 groups of 4 channels, 1 output each
+    bias = torch.randn(4, generator=g, dtype=torch.float64)
+    s, p, d = (stride,) * 2, (padding,) * 2, (dilation,) * 2
+    check_equal(
+        lambda a, w, b: grouped_conv.conv2d_as_depthwise_sum(a, w, b, s, p, d, 4),
+        lambda a, w, b: F.conv2d(a, w, b, s, p, d, 4),
+        x,
+        weight,
+        bias,
+    )
+    with pytest.raises(ValueError, match="one output channel per group"):
+        grouped_conv.conv2d_as_depthwise_sum(x, weight.repeat(2, 1, 1, 1), None, s, p, d, 4)
+
+
+def test_pyconv_uses_the_fast_forms_in_training_with_direct_results(monkeypatch):
+    """64 channels: levels 2-3 (5×5 g4, 7×7 g8) go transposed in training, level 4 (9×9, 16 groups of 4 → 16
+    outputs) depthwise; results and gradients equal ``impl="direct"``. Without gradients, no transposed form."""
+    used = []
+    for name in ("conv2d_as_transposed", "conv2d_as_depthwise_sum"):
+        real = getattr(pyconv, name)
+        monkeypatch.setattr(pyconv, name, lambda *a, _real=real, _name=name: used.append(_name) or _real(*a))
+    fast = PyConv2d(64, 64, 3, layout="channels_last").double()
+    direct = PyConv2d(64, 64, 3, layout="channels_last", impl="direct").double()
+    direct.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 64, 10, 8, dtype=torch.float64)
+    leaves_fast = [x.clone().requires_grad_(), *fast.parameters()]
+    leaves_direct = [x.clone().requires_grad_(), *direct.parameters()]
+    go = torch.randn(2, 64, 10, 8, dtype=torch.float64)
+    a = grads_of(lambda *_: fast(leaves_fast[0]), leaves_fast, go)
+    b = grads_of(lambda *_: direct(leaves_direct[0]), leaves_direct, go)
+    assert used == ["conv2d_as_transposed", "conv2d_as_transposed", "conv2d_as_depthwise_sum"]
+    for u, v in zip(a, b, strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-10)
+    used.clear()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), direct(x), rtol=1e-10, atol=1e-10)
+    assert used == ["conv2d_as_depthwise_sum"]
+
+
+def test_pyconv_rejects_an_unknown_impl():
+    with pytest.raises(ValueError, match="impl must be one of auto, direct"):
+        PyConv2d(16, 16, impl="fast")
