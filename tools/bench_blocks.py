@@ -55,6 +55,10 @@ CANDIDATES: dict[str, tuple[Callable[[int], nn.Module], str | None]] = {
         lambda c: convblocks.build_block("pyconv", in_channels=c, out_channels=c, levels=4),
         "ref_pyconv4_grouped",
     ),
+    "pyconv[direct]": (
+        lambda c: convblocks.build_block("pyconv", in_channels=c, out_channels=c, levels=4, impl="direct"),
+        "ref_pyconv4_grouped",
+    ),
 }
 CANDIDATES.update({name: (lambda c, cls=cls: cls(c, c), None) for name, cls in PEERS.items()})
 DEFAULT_SHAPES = ["16x64x64x48", "16x256x16x12"]
