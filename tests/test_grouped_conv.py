@@ -22,7 +22,15 @@ def check_equal(ours_fn, ref_fn, x, weight, bias):
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize(
     "k,groups,cout,padding,dilation",
-    [(3, 1, 6, 1, 1), (5, 4, 8, 2, 1), (7, 8, 16, 3, 1), (5, 2, 4, 1, 2), (3, 4, 8, 0, 1), (3, 1, 6, 2, 1), (9, 16, 32, 4, 1)],
+    [
+        (3, 1, 6, 1, 1),
+        (5, 4, 8, 2, 1),
+        (7, 8, 16, 3, 1),
+        (5, 2, 4, 1, 2),
+        (3, 4, 8, 0, 1),
+        (3, 1, 6, 2, 1),
+        (9, 16, 32, 4, 1),
+    ],
 )
 def test_transposed_form_equals_conv2d(fmt, k, groups, cout, padding, dilation):
     g = torch.Generator().manual_seed(k * groups)

@@ -1,9 +1,10 @@
 """Benchmark every conv block against a plain 3×3 conv and against its peers, in the same run.
 
 Per feature-map shape: parameters, forward GFLOPs (torch.utils.flop_counter: convs and matmuls), the
-memory autograd keeps for backward, median forward (eval, no grad) and forward+backward times, each as
-a ratio to the plain conv and to the block's peer. Timings are taken round-robin (one iteration of every
-candidate per round) so that load drifting on the machine hits all candidates alike.
+memory autograd keeps for backward, the peak memory of a training step, median forward (eval, no grad)
+and forward+backward times, each as a ratio to the plain conv and to the block's peer. Timings are taken
+round-robin (one iteration of every candidate per round) so that load drifting on the machine hits all
+candidates alike.
 
     python tools/bench_blocks.py                      # CPU, default shapes, JSON to runs/bench_blocks.json
     python tools/bench_blocks.py --device cuda --out runs/bench_blocks_cuda.json
@@ -103,6 +104,27 @@ def saved_for_backward_bytes(module: nn.Module, x: torch.Tensor) -> int:
     return sum(seen.values())
 
 
+def peak_step_bytes(step, device: torch.device) -> int:
+    """The most memory one training step holds above what it started with (its activations, gradients
+    and scratch; not the input or the parameters). CUDA: the caching allocator's peak. CPU: the running
+    sum of the profiler's allocation and free events, in time order."""
+    if device.type == "cuda":
+        sync(device)
+        start = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        sync(device)
+        return torch.cuda.max_memory_allocated(device) - start
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    held = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        held += e.nbytes()
+        peak = max(peak, held)
+    return peak
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -171,12 +193,10 @@ def bench_shape(shape, names, device, reps, warmup, channels_last, compile_, amp
                 step()
                 sync(device)
                 row[key].append(time.perf_counter() - t0)
-    if device.type == "cuda":
-        for name, row in zip(names, rows, strict=True):
-            torch.cuda.reset_peak_memory_stats()
-            steps[name][1]()
-            sync(device)
-            row["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    for name, row in zip(names, rows, strict=True):
+        modules[name].zero_grad(set_to_none=True)
+        xg.grad = None
+        row["peak_mb"] = peak_step_bytes(steps[name][1], device) / 2**20
     by_name = {r["block"]: r for r in rows}
     base = by_name.get("conv")
     for r in rows:
@@ -215,7 +235,8 @@ def machine_info(device: torch.device) -> dict:
 
 def format_table(rows: list[dict]) -> str:
     head = (
-        f"{'shape':>14} {'block':<24} {'params':>9} {'GFLOPs':>7} {'saved MB':>8} {'fwd ms':>8} {'x conv':>7} "
+        f"{'shape':>14} {'block':<24} {'params':>9} {'GFLOPs':>7} {'saved MB':>8} {'peak MB':>8} {'fwd ms':>8} "
+        f"{'x conv':>7} "
         f"{'f+b ms':>9} {'x conv':>7} {'peer':<24} {'x peer':>7}"
     )
     lines = [head, "-" * len(head)]
@@ -225,7 +246,7 @@ def format_table(rows: list[dict]) -> str:
         xp = f"{r['train_x_peer']:.2f}" if "train_x_peer" in r else ""
         lines.append(
             f"{shape:>14} {r['block']:<24} {r['params']:>9} {r['gflops']:>7.2f} {r['saved_mb']:>8.1f} "
-            f"{r['fwd_ms']:>8.1f} {r.get('fwd_x_conv', float('nan')):>7.2f} {r['train_ms']:>9.1f} "
+            f"{r['peak_mb']:>8.1f} {r['fwd_ms']:>8.1f} {r.get('fwd_x_conv', float('nan')):>7.2f} {r['train_ms']:>9.1f} "
             f"{r.get('train_x_conv', float('nan')):>7.2f} {peer:<24} {xp:>7}"
         )
     return "\n".join(lines)
