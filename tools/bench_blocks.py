@@ -14,6 +14,7 @@ candidates alike.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -104,6 +105,23 @@ def saved_for_backward_bytes(module: nn.Module, x: torch.Tensor) -> int:
     return sum(seen.values())
 
 
+CPU_ACTIVITY = torch.profiler.ProfilerActivity.CPU
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silence file descriptor 2 for a moment: the profiler's C++ side logs every start and stop there."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_step_bytes(step, device: torch.device) -> int:
     """The most memory one training step holds above what it started with (its activations, gradients
     and scratch; not the input or the parameters). CUDA: the caching allocator's peak. CPU: the running
@@ -115,7 +133,7 @@ def peak_step_bytes(step, device: torch.device) -> int:
         step()
         sync(device)
         return torch.cuda.max_memory_allocated(device) - start
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+    with quiet_stderr(), torch.profiler.profile(activities=[CPU_ACTIVITY], profile_memory=True) as prof:
         step()
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     held = peak = 0
