@@ -2,87 +2,31 @@
 
 ``csrc/deform_sample.cpp`` samples all kernel taps of a channels-last input into columns with one set of
 bilinear weights per point and a vectorised loop over channels, and does the whole backward (input,
-offset and mask gradients) in one pass. It is compiled once per machine with
-``torch.utils.cpp_extension`` (g++ and ninja; cached under ``TORCH_EXTENSIONS_DIR``). Where it cannot be
-built, ``kernel()`` returns None with one warning and ``deform_conv2d`` falls back to ``native``.
-``CONVZOO_DEFORM_KERNEL=0`` turns it off. Forward and backward are ``torch.library`` custom ops
+offset and mask gradients) in one pass. It is part of convzoo's CPU extension (``cpu_ext``, compiled once
+per machine). Where it cannot be built, ``kernel()`` returns None and ``deform_conv2d`` falls back to
+``native``. ``CONVZOO_DEFORM_KERNEL=0`` turns it off. Forward and backward are ``torch.library`` custom ops
 (``convzoo::deform_fused`` and its backward) with fake implementations, so ``torch.compile`` runs the kernel.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import math
 import os
-import platform
-import shutil
-import warnings
-from functools import lru_cache
-from pathlib import Path
 from types import ModuleType
 
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
+from . import cpu_ext
 from .deform_fused import chunk_size
 
-SOURCE = Path(__file__).with_name("csrc") / "deform_sample.cpp"
 
-
-def _machine_tag() -> str:
-    """Short hash of the CPU model and flags: the build uses ``-march=native``, so one build per CPU kind."""
-    text = platform.machine()
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        text += "".join([line for line in info.splitlines() if line.startswith(("model name", "flags"))][:2])
-    except OSError:
-        pass
-    return hashlib.sha1(text.encode()).hexdigest()[:8]
-
-
-def _ensure_ninja() -> None:
-    """torch's builder runs ``ninja`` from PATH; the ``ninja`` wheel in the venv is not on PATH by itself."""
-    if shutil.which("ninja"):
-        return
-    try:
-        import ninja
-
-        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
-    except ImportError:
-        pass
-
-
-@lru_cache(maxsize=1)
 def kernel() -> ModuleType | None:
-    """The compiled extension, or None (with one warning saying why) where it cannot be built or is off."""
+    """The compiled CPU extension (``cpu_ext``), or None where it cannot be built or is switched off
+    (``CONVZOO_DEFORM_KERNEL=0`` for this kernel alone, ``CONVZOO_CPU_KERNELS=0`` for all)."""
     if os.environ.get("CONVZOO_DEFORM_KERNEL", "1") == "0":
         return None
-    quiet = logging.getLogger("torch.utils.cpp_extension")  # it warns about CUDA_HOME on a CPU-only machine
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        from torch.utils.cpp_extension import load
-
-        _ensure_ninja()
-        flags = ["-O3", "-fopenmp"] + (["-march=native"] if platform.machine() in ("x86_64", "AMD64") else [])
-        return load(
-            name=f"convzoo_deform_sample_{_machine_tag()}",
-            sources=[str(SOURCE)],
-            extra_cflags=flags,
-            extra_ldflags=["-fopenmp"],
-            verbose=False,
-        )
-    except Exception as err:  # noqa: BLE001 - any build failure means: use the pure-PyTorch path
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        warnings.warn(
-            f"convzoo: the fused CPU deformable-conv kernel could not be built ({first}); using impl='native'. "
-            "Install g++ and ninja to get it, or set CONVZOO_DEFORM_KERNEL=0 to silence this.",
-            stacklevel=2,
-        )
-        return None
-    finally:
-        quiet.setLevel(level)
+    return cpu_ext.extension()
 
 
 @torch.compiler.assume_constant_result

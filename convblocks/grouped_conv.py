@@ -6,15 +6,21 @@ oneDNN on CPU runs a grouped convolution with few channels per group and a large
 - ``transposed``: ``conv2d(x, W)`` at stride 1 equals ``conv_transpose2d(x, W')`` with ``W'`` the kernel
   flipped and in/out channels swapped per group; oneDNN runs that pair (and its backward) on other paths.
 - ``depthwise_sum``: with one output channel per group, the grouped conv is a depthwise conv of every
-  input channel followed by a sum over each group's channels.
+  input channel followed by a sum over each group's channels. In training on CPU its weight gradient comes
+  from a small compiled kernel (``csrc/grouped_wgrad.cpp``, the custom op
+  ``convzoo::wgrad_one_output_per_group``), about 3× faster than oneDNN's for PyConv's 9×9 level.
 
-Both give ``F.conv2d``'s result (and gradients, through autograd) up to float rounding.
+All give ``F.conv2d``'s result (and gradients) up to float rounding.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from . import cpu_ext
+
+KERNEL_WIDTHS = (1, 3, 5, 7, 9, 11)  # the widths grouped_wgrad.cpp is instantiated for
 
 
 def transposed_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
@@ -60,13 +66,86 @@ def conv2d_as_depthwise_sum(
     ``x (N, C, H, W)`` → depthwise ``(N, C, H', W')`` → viewed ``(N, groups, C/groups, H', W')`` → summed
     ``(N, groups, H', W')``.
     """
+    if weight.shape[0] != groups:
+        raise ValueError(f"depthwise_sum needs one output channel per group, got {weight.shape[0]} for {groups} groups")
+    geometry = (tuple(stride), tuple(padding), tuple(dilation))
+    if _kernel_backward_usable(x, weight, bias):
+        return DepthwiseSum.apply(x, weight, bias, geometry)
+    return _depthwise_sum(x, weight, bias, *geometry)
+
+
+def _depthwise_sum(x, weight, bias, stride, padding, dilation) -> torch.Tensor:
     cout, cin_g, kh, kw = weight.shape
-    if cout != groups:
-        raise ValueError(f"depthwise_sum needs one output channel per group, got {cout} for {groups} groups")
     w = weight.reshape(cout * cin_g, 1, kh, kw).contiguous(memory_format=_format_of(x))
     y = F.conv2d(x, w, None, stride, padding, dilation, x.shape[1])
-    y = y.unflatten(1, (groups, cin_g)).sum(2)
+    y = y.unflatten(1, (cout, cin_g)).sum(2)
     return y if bias is None else y + bias.view(1, -1, 1, 1)
+
+
+def _kernel_backward_usable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Training on CPU in float32/float64 without autocast, a kernel width the extension has, and built."""
+    wants_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    return (
+        wants_grad
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and weight.dtype == x.dtype
+        and not torch.is_autocast_enabled("cpu")
+        and weight.shape[-1] in KERNEL_WIDTHS
+        and not torch.jit.is_tracing()
+        and cpu_ext.available()
+    )
+
+
+class DepthwiseSum(torch.autograd.Function):
+    """``_depthwise_sum`` with a hand-written backward: oneDNN's depthwise input gradient, the compiled
+    weight gradient. Saves the input and the weight only."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, geometry):
+        ctx.save_for_backward(x, weight)
+        ctx.geometry, ctx.has_bias = geometry, bias is not None
+        return _depthwise_sum(x, weight, bias, *geometry)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation = (list(v) for v in ctx.geometry)
+        cout, cin_g, kh, kw = weight.shape
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        gx = gw = gb = None
+        if need_x:  # the sum's gradient reaches every channel of its group
+            w = weight.reshape(cout * cin_g, 1, kh, kw).contiguous(memory_format=_format_of(x))
+            g = grad_out.repeat_interleave(cin_g, dim=1).contiguous(memory_format=_format_of(x))
+            mask = [True, False, False]
+            gx = torch.ops.aten.convolution_backward(
+                g, x, w, None, stride, padding, dilation, False, [0, 0], x.shape[1], mask
+            )[0]
+        if need_w:
+            xl, gl = x.permute(0, 2, 3, 1).contiguous(), grad_out.permute(0, 2, 3, 1).contiguous()
+            gw = wgrad_one_output_per_group(gl, xl, [kh, kw], stride, padding, dilation)
+        if ctx.has_bias and need_b:
+            gb = grad_out.sum((0, 2, 3))
+        return gx, gw, gb, None
+
+
+@torch.library.custom_op("convzoo::wgrad_one_output_per_group", mutates_args=())
+def wgrad_one_output_per_group(
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+) -> torch.Tensor:
+    """Weight gradient ``(O, C/O, kh, kw)`` of a conv with one output per group, from NHWC ``grad_out
+    (N, H', W', O)`` and ``x (N, H, W, C)`` (``csrc/grouped_wgrad.cpp``)."""
+    return cpu_ext.extension().wgrad_one_output_per_group(grad_out, x, kernel_size, stride, padding, dilation)
+
+
+@wgrad_one_output_per_group.register_fake
+def _(grad_out, x, kernel_size, stride, padding, dilation):
+    return x.new_empty((grad_out.shape[-1], x.shape[-1] // grad_out.shape[-1], *kernel_size))
 
 
 def _format_of(x: torch.Tensor) -> torch.memory_format:

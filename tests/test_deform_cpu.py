@@ -7,15 +7,15 @@ import torch
 import torchvision
 from test_deform import random_case, saved_bytes
 
-from convblocks import ModulatedDeformConv2d, deform_conv2d, deform_cpu, deform_ops
+from convblocks import ModulatedDeformConv2d, cpu_ext, deform_conv2d, deform_cpu, deform_ops
 
 
 @pytest.fixture
 def fresh_kernel():
     """Forget the cached build result before and after the test, so a patched build does not leak."""
-    deform_cpu.kernel.cache_clear()
+    cpu_ext.extension.cache_clear()
     yield
-    deform_cpu.kernel.cache_clear()
+    cpu_ext.extension.cache_clear()
 
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler")

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from convblocks import PyConv2d, grouped_conv, pyconv
+from convblocks import PyConv2d, cpu_ext, grouped_conv, pyconv
 
 
 def grads_of(fn, leaves, go):
@@ -101,3 +101,49 @@ def test_pyconv_uses_the_fast_forms_in_training_with_direct_results(monkeypatch)
 def test_pyconv_rejects_an_unknown_impl():
     with pytest.raises(ValueError, match="impl must be one of auto, direct"):
         PyConv2d(16, 16, impl="fast")
+
+
+needs_kernel = pytest.mark.skipif(not cpu_ext.available(), reason="the CPU extension could not be built here")
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "channels,groups,k,stride,padding,dilation",
+    [(64, 16, 9, 1, 4, 1), (40, 8, 5, 2, 1, 1), (24, 24, 3, 1, 2, 2), (36, 4, 7, 2, 3, 1), (8, 2, 11, 1, 5, 1)],
+)
+def test_compiled_weight_gradient_equals_onednn(channels, groups, k, stride, padding, dilation):
+    """Channel counts off the 16-channel register block (40, 24, 36, 8) exercise the tail loop."""
+    g = torch.Generator().manual_seed(channels + k)
+    x = torch.randn(2, channels, 13, 11, generator=g, dtype=torch.float64)
+    weight = torch.randn(groups, channels // groups, k, k, generator=g, dtype=torch.float64)
+    s, p, d = [stride] * 2, [padding] * 2, [dilation] * 2
+    go = torch.randn_like(F.conv2d(x, weight, None, s, p, d, groups))
+    ref = torch.ops.aten.convolution_backward(go, x, weight, None, s, p, d, False, [0, 0], groups, [False, True, False])
+    nhwc = (go.permute(0, 2, 3, 1).contiguous(), x.permute(0, 2, 3, 1).contiguous())
+    ours = grouped_conv.wgrad_one_output_per_group(*nhwc, [k, k], s, p, d)
+    torch.testing.assert_close(ours, ref[1], rtol=1e-10, atol=1e-10)
+    torch.library.opcheck(grouped_conv.wgrad_one_output_per_group, (*nhwc, [k, k], s, p, d))
+
+
+@needs_kernel
+def test_training_takes_the_compiled_weight_gradient_and_falls_back_without_it(monkeypatch):
+    calls = []
+    real = grouped_conv.wgrad_one_output_per_group
+    monkeypatch.setattr(grouped_conv, "wgrad_one_output_per_group", lambda *a: calls.append(1) or real(*a))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 16, 10, 9, generator=g).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(4, 4, 9, 9, generator=g), torch.randn(4, generator=g)
+    geometry = ((1, 1), (4, 4), (1, 1))
+
+    def run():
+        leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        out = grouped_conv.conv2d_as_depthwise_sum(*leaves, *geometry, 4)
+        return (out, *torch.autograd.grad(out.square().sum(), leaves))
+
+    with_kernel = run()
+    assert calls == [1]
+    monkeypatch.setattr(cpu_ext, "extension", lambda: None)
+    without = run()
+    assert calls == [1]
+    for a, b in zip(with_kernel, without, strict=True):  # the fallback is checked against F.conv2d above
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

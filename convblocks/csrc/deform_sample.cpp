@@ -219,8 +219,3 @@ std::vector<at::Tensor> sample_columns_backward(const at::Tensor& gcols, const a
   });
   return {gx, goff, gmask};
 }
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("sample_columns", &sample_columns, "Deformable bilinear sampling into NHWC columns (CPU)");
-  m.def("sample_columns_backward", &sample_columns_backward, "Backward of sample_columns (CPU)");
-}

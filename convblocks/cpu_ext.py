@@ -1,0 +1,86 @@
+"""convzoo's compiled CPU kernels (``csrc/*.cpp``): built on first use, one extension module for all.
+
+``torch.utils.cpp_extension`` compiles them once per machine (g++ and the ``ninja`` package; cached under
+``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), with ``-march=native``, so the cache
+is keyed by the CPU model and flags. Where the build fails, ``extension()`` warns once and returns None,
+and every caller runs its pure-PyTorch path. ``CONVZOO_CPU_KERNELS=0`` switches them all off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+CSRC = Path(__file__).with_name("csrc")
+SOURCES = ("deform_sample.cpp", "grouped_wgrad.cpp", "bindings.cpp")
+
+
+def _machine_tag() -> str:
+    """Short hash of the CPU model and flags: the build uses ``-march=native``, so one build per CPU kind."""
+    text = platform.machine()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        text += "".join([line for line in info.splitlines() if line.startswith(("model name", "flags"))][:2])
+    except OSError:
+        pass
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def _ensure_ninja() -> None:
+    """torch's builder runs ``ninja`` from PATH; the ``ninja`` wheel in the venv is not on PATH by itself."""
+    if shutil.which("ninja"):
+        return
+    try:
+        import ninja
+
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+    except ImportError:
+        pass
+
+
+@lru_cache(maxsize=1)
+def extension() -> ModuleType | None:
+    """The compiled extension, or None (with one warning saying why) where it cannot be built or is off."""
+    if os.environ.get("CONVZOO_CPU_KERNELS", "1") == "0":
+        return None
+    quiet = logging.getLogger("torch.utils.cpp_extension")  # it warns about CUDA_HOME on a CPU-only machine
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        from torch.utils.cpp_extension import load
+
+        _ensure_ninja()
+        flags = ["-O3", "-fopenmp"] + (["-march=native"] if platform.machine() in ("x86_64", "AMD64") else [])
+        return load(
+            name=f"convzoo_cpu_{_machine_tag()}",
+            sources=[str(CSRC / name) for name in SOURCES],
+            extra_cflags=flags,
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
+    except Exception as err:  # noqa: BLE001 - any build failure means: use the pure-PyTorch path
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        warnings.warn(
+            f"convzoo: the CPU kernels (deformable conv, PyConv weight gradient) could not be built ({first}); "
+            "using the pure-PyTorch paths. Install g++ and ninja to get them, or set CONVZOO_CPU_KERNELS=0 "
+            "to silence this.",
+            stacklevel=2,
+        )
+        return None
+    finally:
+        quiet.setLevel(level)
+
+
+@torch.compiler.assume_constant_result
+def available() -> bool:
+    """Whether the extension is built (a constant to ``torch.compile``, which cannot trace the build)."""
+    return extension() is not None

@@ -1,0 +1,23 @@
+// Python bindings of convzoo's CPU kernels: one extension module for all of csrc/.
+#include <torch/extension.h>
+
+#include <vector>
+
+at::Tensor sample_columns(const at::Tensor& x, const at::Tensor& offset, const at::Tensor& mask,
+                          std::vector<int64_t> kernel, std::vector<int64_t> stride, std::vector<int64_t> padding,
+                          std::vector<int64_t> dilation, int64_t groups);
+std::vector<at::Tensor> sample_columns_backward(const at::Tensor& gcols, const at::Tensor& x, const at::Tensor& offset,
+                                                const at::Tensor& mask, std::vector<int64_t> kernel,
+                                                std::vector<int64_t> stride, std::vector<int64_t> padding,
+                                                std::vector<int64_t> dilation, int64_t groups, bool need_x,
+                                                bool need_offset, bool need_mask);
+at::Tensor wgrad_one_output_per_group(const at::Tensor& grad_out, const at::Tensor& x, std::vector<int64_t> kernel,
+                                      std::vector<int64_t> stride, std::vector<int64_t> padding,
+                                      std::vector<int64_t> dilation);
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("sample_columns", &sample_columns, "Deformable bilinear sampling into NHWC columns (CPU)");
+  m.def("sample_columns_backward", &sample_columns_backward, "Backward of sample_columns (CPU)");
+  m.def("wgrad_one_output_per_group", &wgrad_one_output_per_group,
+        "Weight gradient of a grouped conv with one output channel per group, NHWC (CPU)");
+}
