@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from .registry import register_block
@@ -16,6 +17,12 @@ def to_pair(value: IntOrPair, name: str = "value") -> tuple[int, int]:
     if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
         return (int(value[0]), int(value[1]))
     raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """``channels_last`` for a 4-D tensor laid out NHWC (and not also NCHW-contiguous), else contiguous."""
+    cl = torch.channels_last
+    return cl if (x.is_contiguous(memory_format=cl) and not x.is_contiguous()) else torch.contiguous_format
 
 
 def same_padding(kernel_size: IntOrPair, dilation: IntOrPair = 1) -> tuple[int, int]:

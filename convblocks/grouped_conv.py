@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import cpu_ext
+from .conv import memory_format_of
 
 KERNEL_WIDTHS = (1, 3, 5, 7, 9, 11)  # the widths grouped_wgrad.cpp is instantiated for
 
@@ -48,7 +49,7 @@ def conv2d_as_transposed(
     pad = transposed_padding(tuple(weight.shape[-2:]), padding, dilation)
     if pad is None:
         raise ValueError(f"no transposed form for padding {padding} with kernel {tuple(weight.shape[-2:])}")
-    w = transposed_weight(weight, groups).contiguous(memory_format=_format_of(x))
+    w = transposed_weight(weight, groups).contiguous(memory_format=memory_format_of(x))
     return F.conv_transpose2d(x, w, bias, 1, pad, 0, groups, dilation)
 
 
@@ -74,11 +75,15 @@ def conv2d_as_depthwise_sum(
     return _depthwise_sum(x, weight, bias, *geometry)
 
 
-def _depthwise_sum(x, weight, bias, stride, padding, dilation) -> torch.Tensor:
+def _depthwise_weight(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``(C_out, C/C_out, kh, kw)`` → the depthwise weight ``(C, 1, kh, kw)``, in ``x``'s layout."""
     cout, cin_g, kh, kw = weight.shape
-    w = weight.reshape(cout * cin_g, 1, kh, kw).contiguous(memory_format=_format_of(x))
-    y = F.conv2d(x, w, None, stride, padding, dilation, x.shape[1])
-    y = y.unflatten(1, (cout, cin_g)).sum(2)
+    return weight.reshape(cout * cin_g, 1, kh, kw).contiguous(memory_format=memory_format_of(x))
+
+
+def _depthwise_sum(x, weight, bias, stride, padding, dilation) -> torch.Tensor:
+    y = F.conv2d(x, _depthwise_weight(weight, x), None, stride, padding, dilation, x.shape[1])
+    y = y.unflatten(1, (weight.shape[0], weight.shape[1])).sum(2)
     return y if bias is None else y + bias.view(1, -1, 1, 1)
 
 
@@ -111,19 +116,17 @@ class DepthwiseSum(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
         stride, padding, dilation = (list(v) for v in ctx.geometry)
-        cout, cin_g, kh, kw = weight.shape
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         gx = gw = gb = None
         if need_x:  # the sum's gradient reaches every channel of its group
-            w = weight.reshape(cout * cin_g, 1, kh, kw).contiguous(memory_format=_format_of(x))
-            g = grad_out.repeat_interleave(cin_g, dim=1).contiguous(memory_format=_format_of(x))
+            g = grad_out.repeat_interleave(weight.shape[1], dim=1).contiguous(memory_format=memory_format_of(x))
             mask = [True, False, False]
             gx = torch.ops.aten.convolution_backward(
-                g, x, w, None, stride, padding, dilation, False, [0, 0], x.shape[1], mask
+                g, x, _depthwise_weight(weight, x), None, stride, padding, dilation, False, [0, 0], x.shape[1], mask
             )[0]
         if need_w:
             xl, gl = x.permute(0, 2, 3, 1).contiguous(), grad_out.permute(0, 2, 3, 1).contiguous()
-            gw = wgrad_one_output_per_group(gl, xl, [kh, kw], stride, padding, dilation)
+            gw = wgrad_one_output_per_group(gl, xl, list(weight.shape[-2:]), stride, padding, dilation)
         if ctx.has_bias and need_b:
             gb = grad_out.sum((0, 2, 3))
         return gx, gw, gb, None
@@ -146,8 +149,3 @@ def wgrad_one_output_per_group(
 @wgrad_one_output_per_group.register_fake
 def _(grad_out, x, kernel_size, stride, padding, dilation):
     return x.new_empty((grad_out.shape[-1], x.shape[-1] // grad_out.shape[-1], *kernel_size))
-
-
-def _format_of(x: torch.Tensor) -> torch.memory_format:
-    cl = torch.channels_last
-    return cl if (x.is_contiguous(memory_format=cl) and not x.is_contiguous()) else torch.contiguous_format

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from .conv import IntOrPair, check_groups, conv_geometry, conv_repr, to_pair
+from .conv import IntOrPair, check_groups, conv_geometry, conv_repr, memory_format_of, to_pair
 from .grouped_conv import conv2d_as_depthwise_sum, conv2d_as_transposed, transposed_padding
 from .registry import register_block
 
@@ -117,11 +117,9 @@ class PyConv2d(nn.Module):
             layout = "channels_last" if x.device.type == "cpu" else "input"
         if layout == "input" or x.dim() != 4:
             return torch.cat([level(x) for level in self.levels], dim=1)
-        cl = torch.channels_last
-        input_format = cl if (x.is_contiguous(memory_format=cl) and not x.is_contiguous()) else torch.contiguous_format
-        xc = x.contiguous(memory_format=cl)
+        xc = x.contiguous(memory_format=torch.channels_last)
         out = torch.cat([self._level_channels_last(level, xc) for level in self.levels], dim=1)
-        return out.contiguous(memory_format=input_format)
+        return out.contiguous(memory_format=memory_format_of(x))
 
     def _level_channels_last(self, level: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         """One level on a channels-last input, in the formulation oneDNN runs fastest (equal results)."""
