@@ -72,9 +72,7 @@ def deform_fused(
 ) -> torch.Tensor:
     """Forward in batch chunks: ``xl (N, H, W, C)``, ``weight (C_out, C/g, kh, kw)`` → ``(N, C_out, L)``."""
     ext, groups = kernel(), xl.shape[-1] // weight.shape[1]
-    m = mask if mask is not None else xl.new_empty(0)  # empty: no mask
-    args = (list(weight.shape[-2:]), stride, padding, dilation, groups)
-    wc = _weight_matrix(weight, groups).to(compute_dtype)  # (g, C_out/g, K·C/g), tap-major like the columns
+    m, args, wc = _kernel_inputs(xl, mask, weight, stride, padding, dilation, compute_dtype)
     outs = []
     for s, e in _chunks(xl, offset, weight):
         cols = ext.sample_columns(xl[s:e], offset[s:e], m[s:e], *args)
@@ -109,9 +107,7 @@ def deform_fused_backward(
     ext, groups, n = kernel(), xl.shape[-1] // weight.shape[1], xl.shape[0]
     need_x, need_off, need_mask, need_w = needs
     need_mask = need_mask and mask is not None
-    m = mask if mask is not None else xl.new_empty(0)
-    args = (list(weight.shape[-2:]), stride, padding, dilation, groups)
-    wc = _weight_matrix(weight, groups).to(compute_dtype)  # (g, C_out/g, K·C/g)
+    m, args, wc = _kernel_inputs(xl, mask, weight, stride, padding, dilation, compute_dtype)
     acc = torch.float64 if compute_dtype == torch.float64 else torch.float32
     gw = torch.zeros(wc.shape, dtype=acc) if need_w else None
     gx = torch.empty_like(xl) if need_x else xl.new_empty(0)
@@ -185,6 +181,15 @@ def _chunks(xl: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor) -> lis
     per_sample = c * weight.shape[-2] * weight.shape[-1] * offset.shape[-2] * offset.shape[-1] * xl.element_size()
     step = chunk_size(n, per_sample)
     return [(s, min(n, s + step)) for s in range(0, n, step)]
+
+
+def _kernel_inputs(xl, mask, weight, stride, padding, dilation, compute_dtype):
+    """What both ops hand the kernel: the mask (empty: none), its geometry arguments, and the weight matrix
+    ``(g, C_out/g, K·C/g)`` in the compute dtype, tap-major like the columns."""
+    groups = xl.shape[-1] // weight.shape[1]
+    m = mask if mask is not None else xl.new_empty(0)
+    args = (list(weight.shape[-2:]), stride, padding, dilation, groups)
+    return m, args, _weight_matrix(weight, groups).to(compute_dtype)
 
 
 def _weight_matrix(weight: torch.Tensor, groups: int) -> torch.Tensor:
