@@ -143,6 +143,12 @@ def peak_step_bytes(step, device: torch.device) -> int:
     return peak
 
 
+def clear_grads(module: nn.Module, x: torch.Tensor) -> None:
+    """As a training loop does before each step: ``optimizer.zero_grad()`` sets gradients to None."""
+    module.zero_grad(set_to_none=True)
+    x.grad = None
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -203,17 +209,15 @@ def bench_shape(shape, names, device, reps, warmup, channels_last, compile_, amp
         for _ in range(reps):
             for name, row in zip(names, rows, strict=True):
                 step = steps[name][phase]
-                if phase == 1:  # as a training loop does: optimizer.zero_grad() sets gradients to None
-                    xg.grad = None
-                    modules[name].zero_grad(set_to_none=True)
+                if phase == 1:
+                    clear_grads(modules[name], xg)
                 sync(device)
                 t0 = time.perf_counter()
                 step()
                 sync(device)
                 row[key].append(time.perf_counter() - t0)
     for name, row in zip(names, rows, strict=True):
-        modules[name].zero_grad(set_to_none=True)
-        xg.grad = None
+        clear_grads(modules[name], xg)
         row["peak_mb"] = peak_step_bytes(steps[name][1], device) / 2**20
     by_name = {r["block"]: r for r in rows}
     base = by_name.get("conv")
@@ -253,9 +257,8 @@ def machine_info(device: torch.device) -> dict:
 
 def format_table(rows: list[dict]) -> str:
     head = (
-        f"{'shape':>14} {'block':<24} {'params':>9} {'GFLOPs':>7} {'saved MB':>8} {'peak MB':>8} {'fwd ms':>8} "
-        f"{'x conv':>7} "
-        f"{'f+b ms':>9} {'x conv':>7} {'peer':<24} {'x peer':>7}"
+        f"{'shape':>14} {'block':<24} {'params':>9} {'GFLOPs':>7} {'saved MB':>8} {'peak MB':>8} "
+        f"{'fwd ms':>8} {'x conv':>7} {'f+b ms':>9} {'x conv':>7} {'peer':<24} {'x peer':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
