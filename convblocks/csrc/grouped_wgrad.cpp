@@ -69,6 +69,8 @@ void wgrad_impl(const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw, const
   const RowFn<T> row = row_function<T>(kw);
   const int64_t threads = at::get_num_threads();
   std::vector<T> acc(threads * acc_size, T(0));
+  std::vector<int64_t> group_of(C);  // input channel -> its group's output channel, computed once
+  for (int64_t c = 0; c < C; ++c) group_of[c] = c / cg;
   at::parallel_for(0, N * Ho, 1, [&](int64_t begin, int64_t end) {
     T* a = acc.data() + at::get_thread_num() * acc_size;  // (kh, kw, C)
     std::vector<T> g(Wo * C);  // this output row's gradient, one value per input channel
@@ -76,7 +78,7 @@ void wgrad_impl(const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw, const
       const int64_t n = r / Ho, i = r % Ho;
       const T* grow = gp + (n * Ho + i) * Wo * O;
       for (int64_t j = 0; j < Wo; ++j)
-        for (int64_t c = 0; c < C; ++c) g[j * C + c] = grow[j * O + c / cg];
+        for (int64_t c = 0; c < C; ++c) g[j * C + c] = grow[j * O + group_of[c]];
       for (int64_t ta = 0; ta < kh; ++ta) {
         const int64_t y = i * s[0] - p[0] + ta * d[0];
         if (y < 0 || y >= H) continue;
