@@ -21,7 +21,7 @@ from types import ModuleType
 import torch
 
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = ("deform_sample.cpp", "grouped_wgrad.cpp", "bindings.cpp")
+SOURCES = ("deform_sample.cpp", "grouped_wgrad.cpp", "group_sum.cpp", "transpose.cpp", "bindings.cpp")
 
 
 def _machine_tag() -> str:
@@ -84,3 +84,10 @@ def extension() -> ModuleType | None:
 def available() -> bool:
     """Whether the extension is built (a constant to ``torch.compile``, which cannot trace the build)."""
     return extension() is not None
+
+
+def usable(x: torch.Tensor) -> bool:
+    """The compiled kernels apply to ``x``: a CPU tensor, the extension built, and no ``jit.trace`` or
+    ``torch.export`` capture (their graphs are meant to run without it; ``torch.compile`` keeps the ops)."""
+    capturing = torch.jit.is_tracing() or torch.compiler.is_exporting()
+    return x.device.type == "cpu" and not capturing and available()

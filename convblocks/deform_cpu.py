@@ -19,6 +19,7 @@ from torch.utils.flop_counter import register_flop_formula
 
 from . import cpu_ext
 from .deform_fused import chunk_size
+from .layout import to_memory_format
 
 
 def kernel() -> ModuleType | None:
@@ -53,7 +54,7 @@ def deform_conv2d_fused(
     stride, padding, dilation = geometry
     pos = torch.float64 if x.dtype == torch.float64 else torch.float32
     with torch.autocast("cpu", enabled=False):
-        xl = x.to(pos).permute(0, 2, 3, 1).contiguous()  # (N, H, W, C): a pixel's channels are contiguous
+        xl = to_memory_format(x.to(pos), torch.channels_last).permute(0, 2, 3, 1)  # (N, H, W, C) contiguous
         off = offset.to(pos).contiguous()
         m = mask.to(pos).contiguous() if mask is not None else None
         return deform_fused(xl, off, m, weight, list(stride), list(padding), list(dilation), compute_dtype)

@@ -20,12 +20,14 @@ import torch
 import torch.nn as nn
 
 from .conv import IntOrPair, check_groups, conv_geometry, conv_repr, memory_format_of, to_pair
-from .grouped_conv import conv2d_as_depthwise_sum, conv2d_as_transposed, transposed_padding
+from .grouped_conv import conv2d_as_depthwise_sum, conv2d_as_transposed, kernels_usable, transposed_padding
+from .layout import to_memory_format
 from .registry import register_block
 
 PAPER_GROUPS = (1, 4, 8, 16)
 LAYOUTS = ("auto", "channels_last", "input")
 IMPLS = ("auto", "direct")
+DEPTHWISE_MAX_OUTPUTS = 2  # outputs per group up to which depthwise convs + sums beat oneDNN's grouped conv
 PAPER_SPLITS = {1: (1.0,), 2: (0.5, 0.5), 3: (0.25, 0.25, 0.5), 4: (0.25, 0.25, 0.25, 0.25)}
 
 
@@ -117,9 +119,9 @@ class PyConv2d(nn.Module):
             layout = "channels_last" if x.device.type == "cpu" else "input"
         if layout == "input" or x.dim() != 4:
             return torch.cat([level(x) for level in self.levels], dim=1)
-        xc = x.contiguous(memory_format=torch.channels_last)
+        xc = to_memory_format(x, torch.channels_last)
         out = torch.cat([self._level_channels_last(level, xc) for level in self.levels], dim=1)
-        return out.contiguous(memory_format=memory_format_of(x))
+        return to_memory_format(out, memory_format_of(x))
 
     def _level_channels_last(self, level: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         """One level on a channels-last input, in the formulation oneDNN runs fastest (equal results)."""
@@ -127,7 +129,8 @@ class PyConv2d(nn.Module):
         if self.impl == "direct" or g == 1:
             return level(x)
         geometry = (level.stride, level.padding, level.dilation)
-        if level.out_channels == g:  # one output channel per group
+        outputs_per_group = level.out_channels // g
+        if outputs_per_group == 1 or (outputs_per_group <= DEPTHWISE_MAX_OUTPUTS and kernels_usable(x, level.weight)):
             return conv2d_as_depthwise_sum(x, level.weight, level.bias, *geometry, g)
         training = torch.is_grad_enabled() and level.weight.requires_grad
         if training and level.stride == (1, 1) and transposed_padding(level.kernel_size, *geometry[1:]) is not None:

@@ -54,13 +54,22 @@ def test_transposed_form_refuses_padding_beyond_the_kernel():
         grouped_conv.conv2d_as_transposed(torch.zeros(1, 4, 5, 5), torch.zeros(4, 4, 3, 3), None, (3, 3), (1, 1), 1)
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["kernels", "pytorch"])
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
-@pytest.mark.parametrize("stride,padding,dilation", [(1, 4, 1), (2, 3, 1), (1, 8, 2)])
-def test_depthwise_sum_form_equals_conv2d(fmt, stride, padding, dilation):
-    g = torch.Generator().manual_seed(stride + padding)
+@pytest.mark.parametrize(
+    "stride,padding,dilation,outputs", [(1, 4, 1, 1), (2, 3, 1, 1), (1, 8, 2, 1), (1, 4, 1, 2), (2, 3, 1, 3)]
+)
+def test_depthwise_sum_form_equals_conv2d(monkeypatch, compiled, fmt, stride, padding, dilation, outputs):
+    """One depthwise conv and group sum per output of a group; with the extension, the compiled sums and the
+    hand-written backward (one output: compiled weight gradient; more: transposed at stride 1, else direct)."""
+    if compiled and not cpu_ext.available():
+        pytest.skip("the CPU extension could not be built here")
+    if not compiled:
+        monkeypatch.setattr(cpu_ext, "extension", lambda: None)
+    g = torch.Generator().manual_seed(stride + padding + outputs)
     x = torch.randn(2, 16, 12, 9, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
-    weight = torch.randn(4, 4, 9, 9, generator=g, dtype=torch.float64)  # 4 groups of 4 channels, 1 output each
-    bias = torch.randn(4, generator=g, dtype=torch.float64)
+    weight = torch.randn(4 * outputs, 4, 9, 9, generator=g, dtype=torch.float64)  # 4 groups of 4 channels
+    bias = torch.randn(4 * outputs, generator=g, dtype=torch.float64)
     s, p, d = (stride,) * 2, (padding,) * 2, (dilation,) * 2
     check_equal(
         lambda a, w, b: grouped_conv.conv2d_as_depthwise_sum(a, w, b, s, p, d, 4),
@@ -69,13 +78,22 @@ def test_depthwise_sum_form_equals_conv2d(fmt, stride, padding, dilation):
         weight,
         bias,
     )
-    with pytest.raises(ValueError, match="one output channel per group"):
-        grouped_conv.conv2d_as_depthwise_sum(x, weight.repeat(2, 1, 1, 1), None, s, p, d, 4)
+    if compiled:  # the compiled path keeps the input's layout, so the next layer needs no copy
+        assert grouped_conv.conv2d_as_depthwise_sum(x, weight, bias, s, p, d, 4).is_contiguous(memory_format=fmt)
+    with pytest.raises(ValueError, match="C_out a multiple of groups"):
+        grouped_conv.conv2d_as_depthwise_sum(x, weight[:3], None, s, p, d, 4)
+
+
+def test_weight_from_transposed_inverts_transposed_weight():
+    weight = torch.randn(8, 4, 5, 3)
+    back = grouped_conv.weight_from_transposed(grouped_conv.transposed_weight(weight, 4), 4)
+    assert torch.equal(back, weight)
 
 
 def test_pyconv_uses_the_fast_forms_in_training_with_direct_results(monkeypatch):
-    """64 channels: levels 2-3 (5×5 g4, 7×7 g8) go transposed in training, level 4 (9×9, 16 groups of 4 → 16
-    outputs) depthwise; results and gradients equal ``impl="direct"``. Without gradients, no transposed form."""
+    """64 channels: level 2 (5×5, 4 outputs per group) goes transposed in training; levels 3-4 (7×7 and 9×9,
+    2 and 1 outputs per group) as depthwise convs and sums (level 3 only with the extension). Results and
+    gradients equal ``impl="direct"``. Without gradients, no transposed form."""
     used = []
     for name in ("conv2d_as_transposed", "conv2d_as_depthwise_sum"):
         real = getattr(pyconv, name)
@@ -89,13 +107,14 @@ def test_pyconv_uses_the_fast_forms_in_training_with_direct_results(monkeypatch)
     go = torch.randn(2, 64, 10, 8, dtype=torch.float64)
     a = grads_of(lambda *_: fast(leaves_fast[0]), leaves_fast, go)
     b = grads_of(lambda *_: direct(leaves_direct[0]), leaves_direct, go)
-    assert used == ["conv2d_as_transposed", "conv2d_as_transposed", "conv2d_as_depthwise_sum"]
+    level3 = "conv2d_as_depthwise_sum" if cpu_ext.available() else "conv2d_as_transposed"
+    assert used == ["conv2d_as_transposed", level3, "conv2d_as_depthwise_sum"]
     for u, v in zip(a, b, strict=True):
         torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-10)
     used.clear()
     with torch.no_grad():
         torch.testing.assert_close(fast(x), direct(x), rtol=1e-10, atol=1e-10)
-    assert used == ["conv2d_as_depthwise_sum"]
+    assert used == ["conv2d_as_depthwise_sum"] * (2 if cpu_ext.available() else 1)
 
 
 def test_pyconv_rejects_an_unknown_impl():
@@ -147,3 +166,19 @@ def test_training_takes_the_compiled_weight_gradient_and_falls_back_without_it(m
     assert calls == [1]
     for a, b in zip(with_kernel, without, strict=True):  # the fallback is checked against F.conv2d above
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels,groups", [(64, 16), (64, 8), (32, 16), (64, 4), (30, 10), (16, 1), (12, 12)])
+def test_compiled_group_sum_and_repeat_equal_torch(dtype, channels, groups):
+    """Group sizes 4, 8, 2, 16 (unrolled), 3 (generic loop) and 1, and the inverse ``group_repeat`` (its
+    gradient); autograd and fake implementations via opcheck."""
+    z = torch.randn(3, 5, 7, channels, generator=torch.Generator().manual_seed(channels), dtype=dtype)
+    ours = grouped_conv.group_sum(z, groups)
+    torch.testing.assert_close(ours, z.unflatten(-1, (groups, -1)).sum(-1))
+    torch.library.opcheck(grouped_conv.group_sum, (z.requires_grad_(), groups))
+    y = torch.randn(3, 5, 7, groups, generator=torch.Generator().manual_seed(groups), dtype=dtype)
+    repeated = grouped_conv.group_repeat(y, channels // groups)
+    assert torch.equal(repeated, y.repeat_interleave(channels // groups, dim=-1))
+    torch.library.opcheck(grouped_conv.group_repeat, (y.requires_grad_(), channels // groups))

@@ -1,0 +1,49 @@
+"""Layout changes through the compiled transpose (convblocks/layout.py) against Tensor.contiguous."""
+
+import pytest
+import torch
+
+from convblocks import cpu_ext, layout
+
+needs_kernel = pytest.mark.skipif(not cpu_ext.available(), reason="the CPU extension could not be built here")
+CL, NCHW = torch.channels_last, torch.contiguous_format
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(2, 64, 13, 11), (3, 5, 9, 17), (1, 16, 1, 1), (2, 3, 8, 8)])
+@pytest.mark.parametrize("src,dst", [(NCHW, CL), (CL, NCHW)])
+def test_layout_change_equals_contiguous_with_gradients(dtype, shape, src, dst, monkeypatch):
+    """Tile-sized and ragged shapes; values, layout and gradient equal ``contiguous``'s, through the kernel."""
+    calls = []
+    real = layout.transpose_last
+    monkeypatch.setattr(layout, "transpose_last", lambda t: calls.append(t.shape) or real(t))
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(sum(shape))).to(dtype).contiguous(memory_format=src)
+    x.requires_grad_()
+    ours = layout.to_memory_format(x, dst)
+    ref = x.detach().contiguous(memory_format=dst)
+    assert torch.equal(ours, ref) and ours.is_contiguous(memory_format=dst) and ours.stride() == ref.stride()
+    go = torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    (gx,) = torch.autograd.grad(ours, x, go)
+    assert torch.equal(gx, go)
+    assert len(calls) == (0 if x.is_contiguous(memory_format=dst) else 2)  # forward and backward
+
+
+@needs_kernel
+def test_transpose_last_opcheck_and_values():
+    x = torch.randn(3, 10, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.equal(layout.transpose_last(x), x.transpose(1, 2))
+    torch.library.opcheck(layout.transpose_last, (x,))
+
+
+def test_layout_change_without_the_kernel_or_for_other_tensors(monkeypatch):
+    """No extension, an integer tensor or a 3-d one: plain ``contiguous``; an input already in layout: itself."""
+    x = torch.randn(2, 4, 3, 5)
+    assert layout.to_memory_format(x, NCHW) is x
+    for t in (torch.arange(120).view(2, 4, 3, 5), torch.randn(4, 3, 5)):
+        fmt = CL if t.dim() == 4 else NCHW
+        assert torch.equal(layout.to_memory_format(t.transpose(-1, -2), fmt), t.transpose(-1, -2).contiguous())
+    monkeypatch.setattr(cpu_ext, "extension", lambda: None)
+    monkeypatch.setattr(layout, "transpose_last", None)  # any call would fail
+    out = layout.to_memory_format(x, CL)
+    assert torch.equal(out, x) and out.is_contiguous(memory_format=CL)
