@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .conv import IntOrPair, check_groups, conv_geometry, conv_repr, output_size
+from .kernel_mix import mix_kernels
 from .registry import register_block
 
 DYNAMIC_IMPLS = ("auto", "grouped", "unfold", "mixture")
@@ -110,7 +111,7 @@ class DynamicConv2d(nn.Module):
     def forward_grouped(self, x: torch.Tensor, pi: torch.Tensor) -> torch.Tensor:
         """Per-sample kernels, batch folded into conv groups: ``(N, C_in, H, W) → (N, C_out, H', W')``."""
         n, c, h, w = x.shape
-        weight = (pi @ self.kernels.flatten(1)).view(n * self.out_channels, *self.weight.shape[1:])
+        weight = mix_kernels(pi, self.kernels.flatten(1)).view(n * self.out_channels, *self.weight.shape[1:])
         bias = self._aggregated_bias(pi)
         out = F.conv2d(
             x.reshape(1, n * c, h, w),
@@ -127,7 +128,7 @@ class DynamicConv2d(nn.Module):
         """Per-sample kernels applied by im2col + batched matmul: ``(N, C_in, H, W) → (N, C_out, H', W')``."""
         n, g = x.shape[0], self.groups
         ho, wo = output_size(tuple(x.shape[-2:]), self.kernel_size, self.stride, self.padding, self.dilation)
-        weight = (pi @ self.kernels.flatten(1)).view(n, g, self.out_channels // g, -1)  # (N, g, C_out/g, C_in/g·k²)
+        weight = mix_kernels(pi, self.kernels.flatten(1)).view(n, g, self.out_channels // g, -1)  # (N, g, C_out/g, ·)
         cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (N, C_in·k², L)
         out = torch.matmul(weight, cols.view(n, g, -1, cols.shape[-1])).view(n, self.out_channels, ho, wo)
         bias = self._aggregated_bias(pi)

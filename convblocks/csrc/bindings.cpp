@@ -17,6 +17,8 @@ at::Tensor wgrad_one_output_per_group(const at::Tensor& grad_out, const at::Tens
 at::Tensor group_sum(const at::Tensor& z, int64_t groups);
 at::Tensor group_repeat(const at::Tensor& y, int64_t group_size);
 at::Tensor transpose_last(const at::Tensor& x);
+at::Tensor mix_kernels(const at::Tensor& pi, const at::Tensor& bank);
+std::vector<at::Tensor> mix_kernels_backward(const at::Tensor& grad, const at::Tensor& pi, const at::Tensor& bank);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sample_columns", &sample_columns, "Deformable bilinear sampling into NHWC columns (CPU)");
@@ -25,5 +27,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Weight gradient of a grouped conv with one output channel per group, NHWC (CPU)");
   m.def("group_sum", &group_sum, "Sum over each group of contiguous channels, NHWC (CPU)");
   m.def("group_repeat", &group_repeat, "Each value repeated over its group's channels, NHWC (CPU)");
+  m.def("mix_kernels", &mix_kernels, "Per-sample kernels pi @ bank of a dynamic conv (CPU)");
+  m.def("mix_kernels_backward", &mix_kernels_backward, "Both gradients of mix_kernels in one pass (CPU)");
   m.def("transpose_last", &transpose_last, "Batched transpose (B, R, S) -> (B, S, R): layout changes (CPU)");
 }

@@ -1,0 +1,73 @@
+"""Dynamic conv's per-sample kernels: the attention-weighted sum ``π @ bank`` of a kernel bank, and its gradients.
+
+``π (N, K)`` against the flattened bank ``(K, P)``, ``P = C_out · C_in/g · kh · kw`` (2.4 M at 256 channels):
+BLAS treats these as GEMMs with a tiny inner dimension and reads the ``(N, P)`` gradient once for each of the
+two gradients. The compiled kernel (``csrc/kernel_mix.cpp``) takes both gradients from each L1-sized chunk, so
+the gradient is read from memory once. It is the custom op ``convzoo::mix_kernels`` (so ``torch.compile``
+keeps it), used on CPU in float32/float64 without autocast; elsewhere ``mix_kernels`` is ``π @ bank``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import register_flop_formula
+
+from . import cpu_ext
+
+
+def mix_kernels(pi: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """``π (N, K) @ bank (K, P) → (N, P)``, through the compiled kernel where it applies."""
+    compiled = (
+        pi.dtype == bank.dtype
+        and bank.dtype in (torch.float32, torch.float64)
+        and not torch.is_autocast_enabled("cpu")
+        and cpu_ext.usable(bank)
+    )
+    return mix_kernels_op(pi.contiguous(), bank.contiguous()) if compiled else pi @ bank
+
+
+@torch.library.custom_op("convzoo::mix_kernels", mutates_args=())
+def mix_kernels_op(pi: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """``π @ bank`` for contiguous CPU ``π (N, K)`` and ``bank (K, P)`` of one dtype."""
+    return cpu_ext.extension().mix_kernels(pi, bank)
+
+
+@mix_kernels_op.register_fake
+def _(pi, bank):
+    return bank.new_empty((pi.shape[0], bank.shape[1]))
+
+
+@torch.library.custom_op("convzoo::mix_kernels_backward", mutates_args=())
+def mix_kernels_backward(grad: torch.Tensor, pi: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(grad @ bankᵀ, πᵀ @ grad)``: the gradients of ``π`` and ``bank`` from one read of ``grad (N, P)``."""
+    gpi, gbank = cpu_ext.extension().mix_kernels_backward(grad, pi, bank)
+    return gpi, gbank
+
+
+@mix_kernels_backward.register_fake
+def _(grad, pi, bank):
+    return torch.empty_like(pi), torch.empty_like(bank)
+
+
+@register_flop_formula(torch.ops.convzoo.mix_kernels)
+def _forward_flops(pi_shape, bank_shape, *args, **kwargs) -> int:
+    """As ``FlopCounterMode`` counts the matmul: ``2 · N · K · P``."""
+    return 2 * pi_shape[0] * pi_shape[1] * bank_shape[1]
+
+
+@register_flop_formula(torch.ops.convzoo.mix_kernels_backward)
+def _backward_flops(grad_shape, pi_shape, bank_shape, *args, **kwargs) -> int:
+    """Two matmuls of the forward's size."""
+    return 4 * pi_shape[0] * pi_shape[1] * bank_shape[1]
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, grad):
+    pi, bank = ctx.saved_tensors
+    return mix_kernels_backward(grad.contiguous(), pi, bank)
+
+
+mix_kernels_op.register_autograd(_backward, setup_context=_setup_context)
