@@ -4,7 +4,10 @@ glibc serves every allocation above its mmap threshold (128 KiB to 32 MiB) with 
 them on free, so each training step faults its large tensors (activations, per-sample dynamic-conv
 kernels, their gradients) in again, page by page. On the 2-core VM that doubled the time of a dynamic conv
 with 256 channels (docs/benchmarks.md). Turning mmap off and never trimming the heap lets freed blocks be
-reused, as jemalloc or tcmalloc would, at the price of the process keeping its peak memory.
+reused, as jemalloc or tcmalloc would, at the price of the process keeping its peak memory. It is not a
+caching allocator: a freed block bounded by live small objects stays a hole that an aligned allocation of
+the same size does not fit, so a tensor freed and re-allocated alone can keep faulting; a training step's
+pattern (many tensors, then all freed) settles after a few steps (tests/test_allocator.py).
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ import resource, sys, torch
 sys.path.insert(0, {root!r})
 from models.allocator import keep_freed_memory
 print(keep_freed_memory())
-for _ in range(6):
+for _ in range(8):  # a training step's pattern: several large tensors, then all freed
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    t = torch.empty(16 * 2**20).fill_(1.0)  # 64 MiB: above glibc's largest mmap threshold
-    del t
+    tensors = [torch.empty(n * 2**18).fill_(1.0) for n in (64, 16, 32, 8)]  # 64, 16, 32, 8 MiB
+    del tensors
     print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
@@ -30,11 +30,13 @@ def page_faults_per_allocation(env_value: str) -> tuple[str, list[int]]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
 def test_keep_freed_memory_reuses_pages_and_system_does_not():
-    # 64 MiB is 16384 pages of 4 KiB. The heap may grow once or twice while Python's small objects settle
-    # around the freed block; after that, each allocation is served from freed memory.
+    # One step is 120 MiB = 30720 pages of 4 KiB. With "keep", the heap grows during the first steps while
+    # small objects settle between the freed blocks; after that the steps reuse freed memory. Small
+    # allocations can still fragment glibc's heap and fault a block in now and then (20 runs: at most 4096
+    # pages over steps 5-8), so the bound is a quarter of one step's pages over four steps.
     took, faults = page_faults_per_allocation("keep")
     assert took == "True"
-    assert sum(faults[3:]) < 1000, faults
+    assert sum(faults[4:]) < 8192, faults
     took, faults = page_faults_per_allocation("system")
     assert took == "False"
-    assert min(faults[3:]) > 8000, faults  # glibc's default: a fresh mmap for every allocation
+    assert min(faults[4:]) > 16384, faults  # glibc's default: fresh mmaps for the large blocks, every step
