@@ -5,10 +5,11 @@ oneDNN on CPU runs a grouped convolution with few channels per group and a large
 
 - ``transposed``: ``conv2d(x, W)`` at stride 1 equals ``conv_transpose2d(x, W')`` with ``W'`` the kernel
   flipped and in/out channels swapped per group; oneDNN runs that pair (and its backward) on other paths.
-- ``depthwise_sum``: with one output channel per group, the grouped conv is a depthwise conv of every
-  input channel followed by a sum over each group's channels. In training on CPU its weight gradient comes
-  from a small compiled kernel (``csrc/grouped_wgrad.cpp``, the custom op
-  ``convzoo::wgrad_one_output_per_group``), about 3× faster than oneDNN's for PyConv's 9×9 level.
+- ``depthwise_sum``: with ``m`` output channels per group, the grouped conv is ``m`` depthwise convs of every
+  input channel, each followed by a sum over each group's channels (same FLOPs; oneDNN's depthwise kernels
+  run several times faster than its grouped ones with large kernels). On CPU the sums, and in training the
+  9×9 level's weight gradient, come from compiled kernels (``grouped_kernels``); with ``m > 1`` the backward
+  is the grouped conv's own, through the transposed formulation at stride 1.
 
 All give ``F.conv2d``'s result (and gradients) up to float rounding.
 """
@@ -20,8 +21,7 @@ import torch.nn.functional as F
 
 from . import cpu_ext
 from .conv import memory_format_of
-
-KERNEL_WIDTHS = (1, 3, 5, 7, 9, 11)  # the widths grouped_wgrad.cpp is instantiated for
+from .grouped_kernels import KERNEL_WIDTHS, group_repeat, group_sum, wgrad_one_output_per_group
 
 
 def transposed_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
@@ -198,68 +198,3 @@ def _grouped_conv_backward(grad_out, x, weight, geometry, need_x: bool, need_w: 
         grad_out, x, wt, None, [1, 1], list(pad), dilation, True, [0, 0], groups, mask
     )
     return gx, None if gwt is None else weight_from_transposed(gwt, groups)
-
-
-@torch.library.custom_op("convzoo::group_sum", mutates_args=())
-def group_sum(z: torch.Tensor, groups: int) -> torch.Tensor:
-    """``z (..., C)`` contiguous → ``(..., groups)``: each group of ``C/groups`` channels summed
-    (``csrc/group_sum.cpp``, about copy speed; PyTorch's sum over a short last dim is several times slower)."""
-    return cpu_ext.extension().group_sum(z, groups)
-
-
-@group_sum.register_fake
-def _(z, groups):
-    return z.new_empty((*z.shape[:-1], groups))
-
-
-def _group_sum_setup(ctx, inputs, output):
-    ctx.group_size = inputs[0].shape[-1] // inputs[1]
-
-
-def _group_sum_backward(ctx, grad):
-    return group_repeat(grad.contiguous(), ctx.group_size), None
-
-
-group_sum.register_autograd(_group_sum_backward, setup_context=_group_sum_setup)
-
-
-@torch.library.custom_op("convzoo::wgrad_one_output_per_group", mutates_args=())
-def wgrad_one_output_per_group(
-    grad_out: torch.Tensor,
-    x: torch.Tensor,
-    kernel_size: list[int],
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
-) -> torch.Tensor:
-    """Weight gradient ``(O, C/O, kh, kw)`` of a conv with one output per group, from NHWC ``grad_out
-    (N, H', W', O)`` and ``x (N, H, W, C)`` (``csrc/grouped_wgrad.cpp``)."""
-    return cpu_ext.extension().wgrad_one_output_per_group(grad_out, x, kernel_size, stride, padding, dilation)
-
-
-@wgrad_one_output_per_group.register_fake
-def _(grad_out, x, kernel_size, stride, padding, dilation):
-    return x.new_empty((grad_out.shape[-1], x.shape[-1] // grad_out.shape[-1], *kernel_size))
-
-
-@torch.library.custom_op("convzoo::group_repeat", mutates_args=())
-def group_repeat(y: torch.Tensor, group_size: int) -> torch.Tensor:
-    """``y (..., G)`` contiguous → ``(..., G·group_size)``: each value repeated over its group's channels; the
-    gradient of ``group_sum`` (``csrc/group_sum.cpp``)."""
-    return cpu_ext.extension().group_repeat(y, group_size)
-
-
-@group_repeat.register_fake
-def _(y, group_size):
-    return y.new_empty((*y.shape[:-1], y.shape[-1] * group_size))
-
-
-def _group_repeat_backward(ctx, grad):
-    return group_sum(grad.contiguous(), ctx.groups), None
-
-
-def _group_repeat_setup(ctx, inputs, output):
-    ctx.groups = inputs[0].shape[-1]
-
-
-group_repeat.register_autograd(_group_repeat_backward, setup_context=_group_repeat_setup)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from convblocks import PyConv2d, cpu_ext, grouped_conv, pyconv
+from convblocks import PyConv2d, cpu_ext, grouped_conv, grouped_kernels, pyconv
 
 
 def grads_of(fn, leaves, go):
@@ -139,9 +139,9 @@ def test_compiled_weight_gradient_equals_onednn(channels, groups, k, stride, pad
     go = torch.randn_like(F.conv2d(x, weight, None, s, p, d, groups))
     ref = torch.ops.aten.convolution_backward(go, x, weight, None, s, p, d, False, [0, 0], groups, [False, True, False])
     nhwc = (go.permute(0, 2, 3, 1).contiguous(), x.permute(0, 2, 3, 1).contiguous())
-    ours = grouped_conv.wgrad_one_output_per_group(*nhwc, [k, k], s, p, d)
+    ours = grouped_kernels.wgrad_one_output_per_group(*nhwc, [k, k], s, p, d)
     torch.testing.assert_close(ours, ref[1], rtol=1e-10, atol=1e-10)
-    torch.library.opcheck(grouped_conv.wgrad_one_output_per_group, (*nhwc, [k, k], s, p, d))
+    torch.library.opcheck(grouped_kernels.wgrad_one_output_per_group, (*nhwc, [k, k], s, p, d))
 
 
 @needs_kernel
@@ -175,10 +175,10 @@ def test_compiled_group_sum_and_repeat_equal_torch(dtype, channels, groups):
     """Group sizes 4, 8, 2, 16 (unrolled), 3 (generic loop) and 1, and the inverse ``group_repeat`` (its
     gradient); autograd and fake implementations via opcheck."""
     z = torch.randn(3, 5, 7, channels, generator=torch.Generator().manual_seed(channels), dtype=dtype)
-    ours = grouped_conv.group_sum(z, groups)
+    ours = grouped_kernels.group_sum(z, groups)
     torch.testing.assert_close(ours, z.unflatten(-1, (groups, -1)).sum(-1))
-    torch.library.opcheck(grouped_conv.group_sum, (z.requires_grad_(), groups))
+    torch.library.opcheck(grouped_kernels.group_sum, (z.requires_grad_(), groups))
     y = torch.randn(3, 5, 7, groups, generator=torch.Generator().manual_seed(groups), dtype=dtype)
-    repeated = grouped_conv.group_repeat(y, channels // groups)
+    repeated = grouped_kernels.group_repeat(y, channels // groups)
     assert torch.equal(repeated, y.repeat_interleave(channels // groups, dim=-1))
-    torch.library.opcheck(grouped_conv.group_repeat, (y.requires_grad_(), channels // groups))
+    torch.library.opcheck(grouped_kernels.group_repeat, (y.requires_grad_(), channels // groups))
