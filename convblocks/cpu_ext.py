@@ -70,7 +70,8 @@ def extension() -> ModuleType | None:
     except Exception as err:  # noqa: BLE001 - any build failure means: use the pure-PyTorch path
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         warnings.warn(
-            f"convzoo: the CPU kernels (deformable conv, PyConv weight gradient) could not be built ({first}); "
+            "convzoo: the CPU kernels (deformable conv, PyConv, layout changes, dynamic conv mix) could not be "
+            f"built ({first}); "
             "using the pure-PyTorch paths. Install g++ and ninja to get them, or set CONVZOO_CPU_KERNELS=0 "
             "to silence this.",
             stacklevel=2,
