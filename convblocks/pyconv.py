@@ -6,10 +6,11 @@ Each level's padding grows with its kernel, so the output has the shape ``nn.Con
 
 On CPU the levels run in channels-last layout (``layout="auto"``): oneDNN's grouped convolutions with
 large kernels are several times faster there (docs/benchmarks.md). The output is handed back in the
-input's memory format, so the block stays a drop-in. In that layout ``impl="auto"`` also phrases grouped
-levels the way oneDNN runs fastest (``grouped_conv``): one output channel per group as a depthwise conv
-and a sum, and, in training at stride 1, the other grouped levels as transposed convs. ``impl="direct"``
-keeps one ``nn.Conv2d`` call per level everywhere.
+input's memory format, so the block stays a drop-in; both layout changes go through the compiled transpose
+(``layout.to_memory_format``). In that layout ``impl="auto"`` also phrases grouped levels the way oneDNN
+runs fastest (``grouped_conv``): one or two output channels per group as depthwise convs and group sums
+(two only where the compiled kernels apply), and, in training at stride 1, the other grouped levels as
+transposed convs. ``impl="direct"`` keeps one ``nn.Conv2d`` call per level everywhere.
 """
 
 from __future__ import annotations
