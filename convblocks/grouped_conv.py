@@ -95,9 +95,9 @@ def _depthwise_weight(weight: torch.Tensor, x: torch.Tensor, j: int) -> torch.Te
 def _depthwise_sum(x, weight, bias, stride, padding, dilation, fast_sum: bool) -> torch.Tensor:
     groups, m = x.shape[1] // weight.shape[1], weight.shape[0] * weight.shape[1] // x.shape[1]
     sums = []
-    for j in range(m):
-        z = F.conv2d(x, _depthwise_weight(weight, x, j), None, stride, padding, dilation, x.shape[1])
-        sums.append(_sum_groups(z, groups, fast_sum))
+    for j in range(m):  # each depthwise output (C channels) is freed once summed, before the next is made
+        depthwise = _depthwise_weight(weight, x, j)
+        sums.append(_sum_groups(F.conv2d(x, depthwise, None, stride, padding, dilation, x.shape[1]), groups, fast_sum))
     y = sums[0] if m == 1 else _interleave(sums)
     return y if bias is None else y + bias.view(1, -1, 1, 1)
 
