@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from . import deform_cpu
+from . import cpu_ext, deform_cpu
 from .conv import IntOrPair, output_size, to_pair
 from .deform_fused import DeformSampleMatmul
 
@@ -142,9 +142,9 @@ def _native(input, offset, weight, bias, stride, padding, dilation, mask, out_hw
 
 def _fused_usable(input: torch.Tensor) -> bool:
     """The fused kernel runs on CPU tensors, where it was built. ``torch.compile`` keeps it as one custom op;
-    ``jit.trace`` and ``torch.export`` make graphs meant to run elsewhere, so they record ``native``'s ops."""
-    capturing = torch.jit.is_tracing() or torch.compiler.is_exporting()
-    return input.device.type == "cpu" and not capturing and deform_cpu.available()
+    ``jit.trace`` and ``torch.export`` make graphs meant to run elsewhere, so they record ``native``'s ops
+    (``cpu_ext.usable``); ``CONVZOO_DEFORM_KERNEL=0`` switches it off alone (``deform_cpu.available``)."""
+    return cpu_ext.usable(input) and deform_cpu.available()
 
 
 def _fused(input, offset, weight, bias, stride, padding, dilation, mask, out_hw, groups):
