@@ -21,7 +21,15 @@ from types import ModuleType
 import torch
 
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = ("deform_sample.cpp", "grouped_wgrad.cpp", "group_sum.cpp", "transpose.cpp", "kernel_mix.cpp", "bindings.cpp")
+SOURCES = (
+    "deform_sample.cpp",
+    "grouped_forward.cpp",
+    "grouped_wgrad.cpp",
+    "group_sum.cpp",
+    "transpose.cpp",
+    "kernel_mix.cpp",
+    "bindings.cpp",
+)
 
 
 def _machine_tag() -> str:

@@ -7,9 +7,10 @@ oneDNN on CPU runs a grouped convolution with few channels per group and a large
   flipped and in/out channels swapped per group; oneDNN runs that pair (and its backward) on other paths.
 - ``depthwise_sum``: with ``m`` output channels per group, the grouped conv is ``m`` depthwise convs of every
   input channel, each followed by a sum over each group's channels (same FLOPs; oneDNN's depthwise kernels
-  run several times faster than its grouped ones with large kernels). On CPU the sums, and in training the
-  9×9 level's weight gradient, come from compiled kernels (``grouped_kernels``); with ``m > 1`` the backward
-  is the grouped conv's own, through the transposed formulation at stride 1.
+  run several times faster than its grouped ones with large kernels). On CPU compiled kernels
+  (``grouped_kernels``) do the sums, or at stride 1 with ``m ≤ 4`` the whole forward in one pass
+  (``grouped_forward``), and with ``m = 1`` the weight gradient; with ``m > 1`` the backward is the grouped
+  conv's own, through the transposed formulation at stride 1.
 
 All give ``F.conv2d``'s result (and gradients) up to float rounding.
 """
@@ -21,7 +22,15 @@ import torch.nn.functional as F
 
 from . import cpu_ext
 from .conv import memory_format_of
-from .grouped_kernels import KERNEL_WIDTHS, group_repeat, group_sum, wgrad_one_output_per_group
+from .grouped_kernels import (
+    KERNEL_WIDTHS,
+    forward_kernel_applies,
+    forward_weight,
+    group_repeat,
+    group_sum,
+    grouped_forward,
+    wgrad_one_output_per_group,
+)
 
 
 def transposed_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
@@ -127,7 +136,8 @@ def kernels_usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 class DepthwiseSum(torch.autograd.Function):
-    """``_depthwise_sum`` with the compiled group sums and a hand-written backward. Saves input and weight.
+    """``_depthwise_sum`` with the compiled kernels (the one-pass ``grouped_forward`` where it is built for the
+    conv, else the group sums) and a hand-written backward. Saves input and weight.
 
     Backward: with one output per group, oneDNN's depthwise input gradient and the compiled weight gradient
     (``wgrad_one_output_per_group``); otherwise the grouped conv's own gradients, at stride 1 through the
@@ -137,6 +147,14 @@ class DepthwiseSum(torch.autograd.Function):
     def forward(ctx, x, weight, bias, geometry):
         ctx.save_for_backward(x, weight)
         ctx.geometry, ctx.has_bias = geometry, bias is not None
+        stride, padding, dilation = geometry
+        groups = x.shape[1] // weight.shape[1]
+        if x.is_contiguous(memory_format=torch.channels_last) and forward_kernel_applies(
+            weight.shape, stride, dilation, groups
+        ):
+            wt = forward_weight(weight, groups)
+            y = grouped_forward(x.permute(0, 2, 3, 1), wt, list(padding), dilation[0], groups).permute(0, 3, 1, 2)
+            return y if bias is None else y + bias.view(1, -1, 1, 1)
         return _depthwise_sum(x, weight, bias, *geometry, fast_sum=True)
 
     @staticmethod

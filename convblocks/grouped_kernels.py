@@ -1,5 +1,8 @@
 """Compiled CPU kernels behind ``grouped_conv``'s formulations, as ``torch.library`` custom ops.
 
+- ``convzoo::grouped_forward`` (``csrc/grouped_forward.cpp``): the forward of a grouped conv with one to four
+  outputs per group at stride 1, channels-last; every channel's depthwise products summed per group in
+  registers, faster than oneDNN's grouped conv (3-5×) and its depthwise conv plus a separate sum.
 - ``convzoo::wgrad_one_output_per_group`` (``csrc/grouped_wgrad.cpp``): the weight gradient of a grouped
   conv with one output channel per group, channels-last; about 3× faster than oneDNN's at PyConv's 9×9 level.
 - ``convzoo::group_sum`` / ``convzoo::group_repeat`` (``csrc/group_sum.cpp``): the sum over each group of
@@ -13,10 +16,59 @@ gradient).
 from __future__ import annotations
 
 import torch
+from torch.utils.flop_counter import register_flop_formula
 
 from . import cpu_ext
 
 KERNEL_WIDTHS = (1, 3, 5, 7, 9, 11)  # the widths grouped_wgrad.cpp is instantiated for
+# Outputs per group -> kernel widths grouped_forward.cpp is built for (one kernel row in the registers).
+FORWARD_KERNELS = {1: (3, 5, 7, 9, 11), 2: (3, 5, 7, 9), 4: (3, 5)}
+FORWARD_CHANNEL_MULTIPLE = 16  # channels fill whole vectors (16 float32 lanes with AVX-512)
+
+
+def forward_kernel_applies(weight_shape: torch.Size, stride, dilation, groups: int) -> bool:
+    """``grouped_forward`` is built for this conv: stride 1, width dilation 1, outputs per group and kernel
+    width in ``FORWARD_KERNELS``, input channels a multiple of ``FORWARD_CHANNEL_MULTIPLE``."""
+    cout, cin_g, _, kw = weight_shape
+    m = cout // groups
+    return (
+        tuple(stride) == (1, 1)
+        and dilation[1] == 1
+        and kw in FORWARD_KERNELS.get(m, ())
+        and (cin_g * groups) % FORWARD_CHANNEL_MULTIPLE == 0
+    )
+
+
+@torch.library.custom_op("convzoo::grouped_forward", mutates_args=())
+def grouped_forward(
+    x: torch.Tensor, weight: torch.Tensor, padding: list[int], dilation_h: int, groups: int
+) -> torch.Tensor:
+    """``F.conv2d`` at stride 1 for NHWC ``x (N, H, W, C)`` and ``weight (kh, kw, M, C)`` (``M`` outputs per
+    group; see ``forward_weight``) → NHWC ``(N, H', W', groups·M)`` (``csrc/grouped_forward.cpp``)."""
+    return cpu_ext.extension().grouped_forward(x, weight, padding, dilation_h, groups)
+
+
+@grouped_forward.register_fake
+def _(x, weight, padding, dilation_h, groups):
+    kh, kw, m, _ = weight.shape
+    h = x.shape[1] + 2 * padding[0] - dilation_h * (kh - 1)
+    w = x.shape[2] + 2 * padding[1] - (kw - 1)
+    return x.new_empty((x.shape[0], h, w, groups * m))
+
+
+@register_flop_formula(torch.ops.convzoo.grouped_forward)
+def _grouped_forward_flops(x_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    """As ``FlopCounterMode`` counts the grouped conv: two per multiply-add, ``kh·kw·C/groups`` per output."""
+    kh, kw, m, channels = weight_shape
+    return 2 * out_shape[0] * out_shape[1] * out_shape[2] * channels * m * kh * kw
+
+
+def forward_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """``(C_out, C_in/g, kh, kw)`` → ``(kh, kw, M, C_in)`` contiguous: per tap, output ``m`` of every group's
+    weight for each input channel (``M = C_out / groups``)."""
+    cout, cin_g, kh, kw = weight.shape
+    m = cout // groups
+    return weight.view(groups, m, cin_g, kh, kw).permute(3, 4, 1, 0, 2).reshape(kh, kw, m, groups * cin_g).contiguous()
 
 
 @torch.library.custom_op("convzoo::group_sum", mutates_args=())

@@ -7,10 +7,11 @@ Each level's padding grows with its kernel, so the output has the shape ``nn.Con
 On CPU the levels run in channels-last layout (``layout="auto"``): oneDNN's grouped convolutions with
 large kernels are several times faster there (docs/benchmarks.md). The output is handed back in the
 input's memory format, so the block stays a drop-in; both layout changes go through the compiled transpose
-(``layout.to_memory_format``). In that layout ``impl="auto"`` also phrases grouped levels the way oneDNN
-runs fastest (``grouped_conv``): one or two output channels per group as depthwise convs and group sums
-(two only where the compiled kernels apply), and, in training at stride 1, the other grouped levels as
-transposed convs. ``impl="direct"`` keeps one ``nn.Conv2d`` call per level everywhere.
+(``layout.to_memory_format``). In that layout ``impl="auto"`` also phrases grouped levels the way they run
+fastest (``grouped_conv``): where the compiled kernels apply, a grouped level with up to four outputs per
+group at stride 1 runs one compiled forward (depthwise products summed per group in registers), other levels
+with one or two outputs per group run as depthwise convs and group sums, and, in training at stride 1, the
+rest as transposed convs. ``impl="direct"`` keeps one ``nn.Conv2d`` call per level everywhere.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch.nn as nn
 
 from .conv import IntOrPair, check_groups, conv_geometry, conv_repr, memory_format_of, to_pair
 from .grouped_conv import conv2d_as_depthwise_sum, conv2d_as_transposed, kernels_usable, transposed_padding
+from .grouped_kernels import forward_kernel_applies
 from .layout import to_memory_format
 from .registry import register_block
 
@@ -131,7 +133,11 @@ class PyConv2d(nn.Module):
             return level(x)
         geometry = (level.stride, level.padding, level.dilation)
         outputs_per_group = level.out_channels // g
-        if outputs_per_group == 1 or (outputs_per_group <= DEPTHWISE_MAX_OUTPUTS and kernels_usable(x, level.weight)):
+        compiled = kernels_usable(x, level.weight) and (
+            outputs_per_group <= DEPTHWISE_MAX_OUTPUTS
+            or forward_kernel_applies(level.weight.shape, level.stride, level.dilation, g)
+        )
+        if outputs_per_group == 1 or compiled:
             return conv2d_as_depthwise_sum(x, level.weight, level.bias, *geometry, g)
         training = torch.is_grad_enabled() and level.weight.requires_grad
         if training and level.stride == (1, 1) and transposed_padding(level.kernel_size, *geometry[1:]) is not None:

@@ -91,13 +91,15 @@ def test_weight_from_transposed_inverts_transposed_weight():
 
 
 def test_pyconv_uses_the_fast_forms_in_training_with_direct_results(monkeypatch):
-    """64 channels: level 2 (5×5, 4 outputs per group) goes transposed in training; levels 3-4 (7×7 and 9×9,
-    2 and 1 outputs per group) as depthwise convs and sums (level 3 only with the extension). Results and
-    gradients equal ``impl="direct"``. Without gradients, no transposed form."""
-    used = []
+    """64 channels: with the extension, levels 2-4 (5×5, 7×7, 9×9: 4, 2, 1 outputs per group) run the compiled
+    one-pass forward; without it, levels 2-3 go transposed in training and level 4 as a depthwise conv and
+    sums. Results and gradients equal ``impl="direct"``. Without gradients, no transposed form."""
+    used, compiled = [], []
     for name in ("conv2d_as_transposed", "conv2d_as_depthwise_sum"):
         real = getattr(pyconv, name)
         monkeypatch.setattr(pyconv, name, lambda *a, _real=real, _name=name: used.append(_name) or _real(*a))
+    real_forward = grouped_conv.grouped_forward
+    monkeypatch.setattr(grouped_conv, "grouped_forward", lambda *a: compiled.append(a[1].shape) or real_forward(*a))
     fast = PyConv2d(64, 64, 3, layout="channels_last").double()
     direct = PyConv2d(64, 64, 3, layout="channels_last", impl="direct").double()
     direct.load_state_dict(fast.state_dict())
@@ -107,14 +109,17 @@ def test_pyconv_uses_the_fast_forms_in_training_with_direct_results(monkeypatch)
     go = torch.randn(2, 64, 10, 8, dtype=torch.float64)
     a = grads_of(lambda *_: fast(leaves_fast[0]), leaves_fast, go)
     b = grads_of(lambda *_: direct(leaves_direct[0]), leaves_direct, go)
-    level3 = "conv2d_as_depthwise_sum" if cpu_ext.available() else "conv2d_as_transposed"
-    assert used == ["conv2d_as_transposed", level3, "conv2d_as_depthwise_sum"]
+    if cpu_ext.available():
+        assert used == ["conv2d_as_depthwise_sum"] * 3
+        assert compiled == [(5, 5, 4, 64), (7, 7, 2, 64), (9, 9, 1, 64)]  # (kh, kw, outputs per group, channels)
+    else:
+        assert used == ["conv2d_as_transposed", "conv2d_as_transposed", "conv2d_as_depthwise_sum"]
     for u, v in zip(a, b, strict=True):
         torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-10)
     used.clear()
     with torch.no_grad():
         torch.testing.assert_close(fast(x), direct(x), rtol=1e-10, atol=1e-10)
-    assert used == ["conv2d_as_depthwise_sum"] * (2 if cpu_ext.available() else 1)
+    assert used == ["conv2d_as_depthwise_sum"] * (3 if cpu_ext.available() else 1)
 
 
 def test_pyconv_rejects_an_unknown_impl():
@@ -144,6 +149,43 @@ def test_compiled_weight_gradient_equals_onednn(dtype, channels, groups, k, stri
     tol = 1e-10 if dtype == torch.float64 else 1e-4
     torch.testing.assert_close(ours, ref[1], rtol=tol, atol=tol)
     torch.library.opcheck(grouped_kernels.wgrad_one_output_per_group, (*nhwc, [k, k], s, p, d))
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(
+    "channels,groups,outputs,k,padding,dilation_h",
+    [
+        (64, 16, 1, 9, 4, 1),  # PyConv's 9×9 level: 4 channels per group, summed within a vector
+        (64, 8, 2, 7, 3, 1),
+        (64, 4, 4, 5, 2, 1),  # 16 channels per group: whole vectors
+        (48, 4, 2, 9, 3, 2),  # 12 channels per group: the scalar sum; dilated rows, padding below the kernel's
+        (32, 32, 1, 3, 0, 1),
+        (16, 1, 4, 3, 1, 1),
+        (32, 16, 2, 5, 2, 1),
+    ],
+)
+def test_compiled_grouped_forward_equals_conv2d(dtype, channels, groups, outputs, k, padding, dilation_h):
+    """The one-pass forward at stride 1, on a 13×11 map (windows run past the row's end), against ``F.conv2d``."""
+    g = torch.Generator().manual_seed(channels * k + outputs)
+    x = torch.randn(2, channels, 13, 11, generator=g, dtype=dtype)
+    weight = torch.randn(groups * outputs, channels // groups, k, k, generator=g, dtype=dtype)
+    assert grouped_kernels.forward_kernel_applies(weight.shape, (1, 1), (dilation_h, 1), groups)
+    ref = F.conv2d(x, weight, None, 1, padding, (dilation_h, 1), groups)
+    args = (x.permute(0, 2, 3, 1).contiguous(), grouped_kernels.forward_weight(weight, groups), [padding] * 2)
+    ours = grouped_kernels.grouped_forward(*args, dilation_h, groups).permute(0, 3, 1, 2)
+    tol = 1e-12 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(ours, ref, rtol=tol, atol=tol)
+    torch.library.opcheck(grouped_kernels.grouped_forward, (*args, dilation_h, groups), test_utils="test_faketensor")
+
+
+def test_grouped_forward_applies_only_where_built():
+    applies = grouped_kernels.forward_kernel_applies
+    assert applies(torch.Size([16, 16, 5, 5]), (1, 1), (1, 1), 4)  # 4 outputs per group, 5×5
+    assert not applies(torch.Size([32, 8, 5, 5]), (1, 1), (1, 1), 4)  # 8 outputs per group
+    assert not applies(torch.Size([16, 4, 9, 9]), (2, 2), (1, 1), 16)  # stride 2
+    assert not applies(torch.Size([16, 4, 9, 9]), (1, 1), (1, 2), 16)  # width dilation
+    assert not applies(torch.Size([6, 4, 9, 9]), (1, 1), (1, 1), 6)  # 24 channels: not whole vectors
 
 
 @needs_kernel

@@ -14,6 +14,8 @@ std::vector<at::Tensor> sample_columns_backward(const at::Tensor& gcols, const a
 at::Tensor wgrad_one_output_per_group(const at::Tensor& grad_out, const at::Tensor& x, std::vector<int64_t> kernel,
                                       std::vector<int64_t> stride, std::vector<int64_t> padding,
                                       std::vector<int64_t> dilation);
+at::Tensor grouped_forward(const at::Tensor& x, const at::Tensor& wt, std::vector<int64_t> padding, int64_t dilation_h,
+                           int64_t groups);
 at::Tensor group_sum(const at::Tensor& z, int64_t groups);
 at::Tensor group_repeat(const at::Tensor& y, int64_t group_size);
 at::Tensor transpose_last(const at::Tensor& x);
@@ -25,6 +27,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sample_columns_backward", &sample_columns_backward, "Backward of sample_columns (CPU)");
   m.def("wgrad_one_output_per_group", &wgrad_one_output_per_group,
         "Weight gradient of a grouped conv with one output channel per group, NHWC (CPU)");
+  m.def("grouped_forward", &grouped_forward,
+        "Grouped conv with few outputs per group, stride 1, NHWC: depthwise products summed per group (CPU)");
   m.def("group_sum", &group_sum, "Sum over each group of contiguous channels, NHWC (CPU)");
   m.def("group_repeat", &group_repeat, "Each value repeated over its group's channels, NHWC (CPU)");
   m.def("mix_kernels", &mix_kernels, "Per-sample kernels pi @ bank of a dynamic conv (CPU)");
