@@ -4,7 +4,7 @@
 // one set of bilinear weights per (sample, tap, offset group), then a vectorised loop over channels.
 // Columns are (N, H_out*W_out, groups, kh*kw, C/groups), ready for one GEMM per conv group.
 // Semantics (borders, gradients, modulation) follow torchvision's deform_conv2d kernel.
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>

@@ -2,7 +2,7 @@
 // phrased as depthwise convs (convblocks/grouped_conv.py), and its gradient, each value repeated over its
 // group. PyTorch's reduction over a short innermost dimension, and its copy of an expanded one, run 2-10x
 // slower than a memory copy; these run at about copy speed.
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>

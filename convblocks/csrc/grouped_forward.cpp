@@ -5,7 +5,7 @@
 // input vector is loaded once for all the taps it feeds), and the group sums are taken in registers.
 //
 // out[n, i, j, g*M + m] = sum over (ci, a, b) of w[g*M + m, ci, a, b] * x[n, i - ph + a*dh, j - pw + b, g*cg + ci]
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>

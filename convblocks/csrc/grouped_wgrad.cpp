@@ -4,7 +4,7 @@
 // gw[o, ci, a, b] = sum over (n, i, j) of grad_out[n, i, j, o] * x[n, i*sh - ph + a*dh, j*sw - pw + b*dw, o*cg + ci].
 // Vectorised over input channels: per output row and kernel row, the kw accumulators of one channel vector
 // stay in registers while the row streams by; each thread sums into its own (kh, kw, C) buffer.
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>

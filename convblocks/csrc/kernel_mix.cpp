@@ -2,7 +2,7 @@
 // The shapes are extreme for a GEMM (N x K with K = 4 against K x P with P = C_out * C_in * k * k, millions):
 // the work is memory-bound, and BLAS reads the per-sample gradient once per product. Here each chunk of
 // columns stays in L1 while both gradients are taken from it, so it is read from memory once.
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
