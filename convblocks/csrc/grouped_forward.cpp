@@ -149,9 +149,11 @@ void window(const T* x, const T* wt, T* tmp, const Geometry& q, int64_t n, int64
 
 template <typename T, int M, int KW>
 void forward_impl(const T* x, const T* wt, T* out, const Geometry& q) {
-  // Pixels per window: the accumulators (M * J) and one row of weights (M * KW) in the vector registers.
+  // Pixels per window: the accumulators (M * J) and, where that leaves at least two pixels, one row of weights
+  // (M * KW) in the vector registers; otherwise the weights are read from L1 (the compiler spills them).
   constexpr int kRegisters = kVectorBytes == 64 ? 32 : 16;
-  constexpr int J = std::clamp((kRegisters - 1 - M * KW) / M, 1, 16);
+  constexpr bool kWeightsInRegisters = M * (KW + 2) + 1 <= kRegisters;
+  constexpr int J = std::clamp((kRegisters - (kWeightsInRegisters ? 1 + M * KW : 2)) / M, 1, 16);
   const int64_t groups = q.C / q.cg, O = groups * M;
   const SumFn<T> sum = sum_function<T>(q.cg);
   at::parallel_for(0, q.N * q.Ho, 1, [&](int64_t begin, int64_t end) {
