@@ -2,9 +2,10 @@
 
 ``π (N, K)`` against the flattened bank ``(K, P)``, ``P = C_out · C_in/g · kh · kw`` (2.4 M at 256 channels):
 BLAS treats these as GEMMs with a tiny inner dimension and reads the ``(N, P)`` gradient once for each of the
-two gradients. The compiled kernel (``csrc/kernel_mix.cpp``) takes both gradients from each L1-sized chunk, so
-the gradient is read from memory once. It is the custom op ``convzoo::mix_kernels`` (so ``torch.compile``
-keeps it), used on CPU in float32/float64 without autocast; elsewhere ``mix_kernels`` is ``π @ bank``.
+two gradients. The compiled backward (``csrc/kernel_mix.cpp``) takes both gradients from each L1-sized chunk,
+so the gradient is read from memory once; the forward is BLAS's product, whose stores of the large output are
+faster than a hand loop's. It is the custom op ``convzoo::mix_kernels`` (so ``torch.compile`` keeps it), used
+on CPU in float32/float64 without autocast; elsewhere ``mix_kernels`` is ``π @ bank``.
 """
 
 from __future__ import annotations

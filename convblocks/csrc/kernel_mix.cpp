@@ -1,4 +1,4 @@
-// Dynamic conv's per-sample kernels, out = pi @ bank, and both gradients in one pass, on CPU.
+// Dynamic conv's per-sample kernels, out = pi @ bank (BLAS), and both gradients in one pass, on CPU.
 // The shapes are extreme for a GEMM (N x K with K = 4 against K x P with P = C_out * C_in * k * k, millions):
 // the work is memory-bound, and BLAS reads the per-sample gradient once per product. Here each chunk of
 // columns stays in L1 while both gradients are taken from it, so it is read from memory once.
@@ -12,70 +12,63 @@ namespace {
 
 constexpr int64_t kChunk = 512;  // columns per task: bank, its gradient and one gradient row fit in L1
 
-// out[n, p] = sum over k of pi[n, k] * bank[k, p].
-template <typename T>
-void mix_forward(const T* pi, const T* bank, T* out, int64_t N, int64_t K, int64_t P) {
-  at::parallel_for(0, (P + kChunk - 1) / kChunk, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t p0 = t * kChunk, len = std::min(kChunk, P - p0);
-      for (int64_t n = 0; n < N; ++n) {
-        T* o = out + n * P + p0;
-        const T w0 = pi[n * K];
-        const T* b0 = bank + p0;
-#pragma omp simd
-        for (int64_t p = 0; p < len; ++p) o[p] = w0 * b0[p];
-        for (int64_t k = 1; k < K; ++k) {
-          const T w = pi[n * K + k];
-          const T* b = bank + k * P + p0;
-#pragma omp simd
-          for (int64_t p = 0; p < len; ++p) o[p] += w * b[p];
-        }
-      }
-    }
-  });
-}
+#ifdef __AVX512F__
+constexpr int kVectorBytes = 64;
+#else
+constexpr int kVectorBytes = 32;
+#endif
 
-// One chunk of columns for KK = K kernels (KK > 0: unrolled, the K dot products independent chains of vector
-// accumulators, so the loop is not bound by one reduction's latency; KK == 0: any K, one chain at a time).
+// One chunk of columns for KK = K kernels (KK > 0: unrolled, the K dot products independent vector accumulators
+// held in registers as GCC/Clang vector types; KK == 0: any K, one chain at a time).
 template <typename T, int KK>
 void mix_backward_chunk(const T* g, const T* pi, const T* bank, T* gbank, double* acc, int64_t N, int64_t K,
                         int64_t P, int64_t p0, int64_t len) {
-  constexpr int V = 32 / sizeof(T);  // lanes of one 256-bit register
+  typedef T Vec __attribute__((vector_size(kVectorBytes)));
+  constexpr int V = kVectorBytes / sizeof(T);
+  const auto load = [](const T* p) {
+    Vec v;
+    __builtin_memcpy(&v, p, sizeof(Vec));
+    return v;
+  };
+  const auto store = [](T* p, Vec v) { __builtin_memcpy(p, &v, sizeof(Vec)); };
   for (int64_t k = 0; k < K; ++k) std::fill_n(gbank + k * P + p0, len, T(0));
   for (int64_t n = 0; n < N; ++n) {
     const T* gr = g + n * P + p0;
     if constexpr (KK > 0) {
-      T dots[KK][V] = {};
+      Vec dots[KK];
+      T w[KK];
+      for (int k = 0; k < KK; ++k) {
+        dots[k] = Vec{};
+        w[k] = pi[n * KK + k];
+      }
       int64_t p = 0;
       for (; p + V <= len; p += V) {
+        const Vec gv = load(gr + p);
 #pragma GCC unroll 8
         for (int k = 0; k < KK; ++k) {
-          const T w = pi[n * KK + k];
-          const T* b = bank + k * P + p0 + p;
           T* gb = gbank + k * P + p0 + p;
-#pragma omp simd
-          for (int v = 0; v < V; ++v) {
-            gb[v] += w * gr[p + v];
-            dots[k][v] += gr[p + v] * b[v];
-          }
+          store(gb, load(gb) + w[k] * gv);
+          dots[k] += gv * load(bank + k * P + p0 + p);
         }
       }
-      for (; p < len; ++p)
-        for (int k = 0; k < KK; ++k) {
-          gbank[k * P + p0 + p] += pi[n * KK + k] * gr[p];
-          dots[k][0] += gr[p] * bank[k * P + p0 + p];
+      for (int k = 0; k < KK; ++k) {
+        double s = 0;
+        for (int v = 0; v < V; ++v) s += dots[k][v];
+        for (int64_t q = p; q < len; ++q) {
+          gbank[k * P + p0 + q] += w[k] * gr[q];
+          s += gr[q] * bank[k * P + p0 + q];
         }
-      for (int k = 0; k < KK; ++k)
-        for (int v = 0; v < V; ++v) acc[n * KK + k] += dots[k][v];
+        acc[n * KK + k] += s;
+      }
     } else {
       for (int64_t k = 0; k < K; ++k) {
-        const T w = pi[n * K + k];
+        const T wk = pi[n * K + k];
         const T* b = bank + k * P + p0;
         T* gb = gbank + k * P + p0;
         T dot = 0;
 #pragma omp simd reduction(+ : dot)
         for (int64_t p = 0; p < len; ++p) {
-          gb[p] += w * gr[p];
+          gb[p] += wk * gr[p];
           dot += gr[p] * b[p];
         }
         acc[n * K + k] += dot;
@@ -117,15 +110,10 @@ void check(const at::Tensor& pi, const at::Tensor& bank) {
 
 }  // namespace
 
-// pi (N, K), bank (K, P) -> (N, P).
+// pi (N, K), bank (K, P) -> (N, P): BLAS (its stores of the large output beat a hand loop's by about 2x).
 at::Tensor mix_kernels(const at::Tensor& pi, const at::Tensor& bank) {
   check(pi, bank);
-  auto out = at::empty({pi.size(0), bank.size(1)}, bank.options());
-  AT_DISPATCH_FLOATING_TYPES(bank.scalar_type(), "mix_kernels", [&] {
-    mix_forward<scalar_t>(pi.data_ptr<scalar_t>(), bank.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), pi.size(0),
-                          pi.size(1), bank.size(1));
-  });
-  return out;
+  return at::mm(pi, bank);
 }
 
 // grad (N, P), pi (N, K), bank (K, P) -> (grad of pi (N, K), grad of bank (K, P)).
