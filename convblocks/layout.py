@@ -4,7 +4,9 @@ PyTorch's strided copy for this permutation runs far below memory speed on CPU: 
 16×64×64×48 float32 tensor channels-last on 2 cores, against 1.5 ms for a tiled transpose
 (``csrc/transpose.cpp``). PyConv changes layout twice per call and twice in backward, so that copy was a
 tenth of its cost. ``to_memory_format`` uses the compiled transpose, as the differentiable custom op
-``convzoo::transpose_last``, wherever the CPU extension applies, and ``Tensor.contiguous`` elsewhere.
+``convzoo::transpose_last``, wherever the CPU extension applies, and ``Tensor.contiguous`` elsewhere;
+``cat_to_memory_format`` concatenates channels-last parts straight into an NCHW result (and splits the
+gradient back), one pass over memory instead of a concatenation and a transpose.
 """
 
 from __future__ import annotations
@@ -47,3 +49,62 @@ def _transpose_last_backward(ctx, grad):
 
 
 transpose_last.register_autograd(_transpose_last_backward)
+
+
+def cat_to_memory_format(parts: list[torch.Tensor], memory_format: torch.memory_format) -> torch.Tensor:
+    """``torch.cat(parts, 1)`` in ``memory_format``, same values and gradients; channels-last parts into an NCHW
+    result go through one compiled pass (``convzoo::cat_channels_first``) on CPU."""
+    first = parts[0]
+    direct = (
+        memory_format == torch.contiguous_format
+        and first.dim() == 4
+        and first.dtype in DTYPES
+        and cpu_ext.usable(first)
+        and all(
+            p.dtype == first.dtype and p.shape[0] == first.shape[0] and p.shape[2:] == first.shape[2:] for p in parts
+        )
+        and all(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) for p in parts)
+    )
+    if not direct:
+        return to_memory_format(torch.cat(parts, 1), memory_format)
+    n, _, h, w = first.shape
+    flat = [p.permute(0, 2, 3, 1).reshape(n, h * w, p.shape[1]) for p in parts]  # views: each (N, H·W, C_i)
+    return cat_channels_first(flat).view(n, -1, h, w)
+
+
+@torch.library.custom_op("convzoo::cat_channels_first", mutates_args=())
+def cat_channels_first(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Contiguous ``(N, P, C_i)`` parts → ``(N, ΣC_i, P)`` contiguous (``csrc/transpose.cpp``)."""
+    return cpu_ext.extension().cat_channels_first(parts)
+
+
+@cat_channels_first.register_fake
+def _(parts):
+    return parts[0].new_empty((parts[0].shape[0], sum(p.shape[2] for p in parts), parts[0].shape[1]))
+
+
+@torch.library.custom_op("convzoo::split_channels_last", mutates_args=())
+def split_channels_last(y: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+    """Inverse of ``cat_channels_first``: ``(N, C, P)`` contiguous → contiguous ``(N, P, C_i)`` parts."""
+    return cpu_ext.extension().split_channels_last(y, sizes)
+
+
+@split_channels_last.register_fake
+def _(y, sizes):
+    return [y.new_empty((y.shape[0], y.shape[2], c)) for c in sizes]
+
+
+def _cat_setup(ctx, inputs, output):
+    ctx.sizes = [p.shape[2] for p in inputs[0]]
+
+
+def _cat_backward(ctx, grad):
+    return split_channels_last(grad.contiguous(), ctx.sizes)
+
+
+def _split_backward(ctx, grads):
+    return cat_channels_first([g.contiguous() for g in grads]), None
+
+
+cat_channels_first.register_autograd(_cat_backward, setup_context=_cat_setup)
+split_channels_last.register_autograd(_split_backward, setup_context=lambda ctx, inputs, output: None)

@@ -7,11 +7,12 @@ Each level's padding grows with its kernel, so the output has the shape ``nn.Con
 On CPU the levels run in channels-last layout (``layout="auto"``): oneDNN's grouped convolutions with
 large kernels are several times faster there (docs/benchmarks.md). The output is handed back in the
 input's memory format, so the block stays a drop-in; both layout changes go through the compiled transpose
-(``layout.to_memory_format``). In that layout ``impl="auto"`` also phrases grouped levels the way they run
-fastest (``grouped_conv``): where the compiled kernels apply, a grouped level with up to four outputs per
-group at stride 1 runs one compiled forward (depthwise products summed per group in registers), other levels
-with one or two outputs per group run as depthwise convs and group sums, and, in training at stride 1, the
-rest as transposed convs. ``impl="direct"`` keeps one ``nn.Conv2d`` call per level everywhere.
+(``layout``; the output's in one pass with the concatenation of the levels). In that layout ``impl="auto"``
+also phrases grouped levels the way they run fastest (``grouped_conv``): where the compiled kernels apply, a
+grouped level with up to four outputs per group at stride 1 runs one compiled forward (depthwise products
+summed per group in registers), other levels with one or two outputs per group run as depthwise convs and
+group sums, and, in training at stride 1, the rest as transposed convs. ``impl="direct"`` keeps one
+``nn.Conv2d`` call per level everywhere.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch.nn as nn
 from .conv import IntOrPair, check_groups, conv_geometry, conv_repr, memory_format_of, to_pair
 from .grouped_conv import conv2d_as_depthwise_sum, conv2d_as_transposed, kernels_usable, transposed_padding
 from .grouped_kernels import forward_kernel_applies
-from .layout import to_memory_format
+from .layout import cat_to_memory_format, to_memory_format
 from .registry import register_block
 
 PAPER_GROUPS = (1, 4, 8, 16)
@@ -123,8 +124,9 @@ class PyConv2d(nn.Module):
         if layout == "input" or x.dim() != 4:
             return torch.cat([level(x) for level in self.levels], dim=1)
         xc = to_memory_format(x, torch.channels_last)
-        out = torch.cat([self._level_channels_last(level, xc) for level in self.levels], dim=1)
-        return to_memory_format(out, memory_format_of(x))
+        return cat_to_memory_format(
+            [self._level_channels_last(level, xc) for level in self.levels], memory_format_of(x)
+        )
 
     def _level_channels_last(self, level: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         """One level on a channels-last input, in the formulation oneDNN runs fastest (equal results)."""

@@ -47,3 +47,35 @@ def test_layout_change_without_the_kernel_or_for_other_tensors(monkeypatch):
     monkeypatch.setattr(layout, "transpose_last", None)  # any call would fail
     out = layout.to_memory_format(x, CL)
     assert torch.equal(out, x) and out.is_contiguous(memory_format=CL)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("hw", [(5, 7), (16, 8), (1, 1)])
+def test_cat_to_nchw_equals_cat_with_gradients(dtype, hw, monkeypatch):
+    """Channels-last parts of ragged widths into one NCHW tensor in one pass; gradients split back."""
+    calls = []
+    real = layout.cat_channels_first
+    monkeypatch.setattr(layout, "cat_channels_first", lambda parts: calls.append(len(parts)) or real(parts))
+    g = torch.Generator().manual_seed(hw[0])
+    parts = [torch.randn(3, c, *hw, generator=g).to(dtype).contiguous(memory_format=CL) for c in (4, 9, 16, 1)]
+    parts = [p.requires_grad_() for p in parts]
+    ours, ref = layout.cat_to_memory_format(parts, NCHW), torch.cat(parts, 1)
+    assert calls == [4] and torch.equal(ours, ref) and ours.is_contiguous()
+    go = torch.randn(ref.shape, generator=g).to(dtype)
+    for a, b in zip(torch.autograd.grad(ours, parts, go), torch.autograd.grad(ref, parts, go), strict=True):
+        assert torch.equal(a, b)
+    flat = [p.detach().permute(0, 2, 3, 1).reshape(3, hw[0] * hw[1], -1) for p in parts]
+    torch.library.opcheck(real, (flat,))
+    torch.library.opcheck(layout.split_channels_last, (ours.detach().flatten(2), [4, 9, 16, 1]))
+
+
+def test_cat_to_memory_format_falls_back_for_other_layouts():
+    """NCHW parts, a channels-last target or mixed dtypes take ``torch.cat`` (and ``to_memory_format``)."""
+    a, b = torch.randn(2, 3, 4, 5), torch.randn(2, 2, 4, 5)
+    assert torch.equal(layout.cat_to_memory_format([a, b], NCHW), torch.cat([a, b], 1))
+    cl = [t.contiguous(memory_format=CL) for t in (a, b)]
+    out = layout.cat_to_memory_format(cl, CL)
+    assert out.is_contiguous(memory_format=CL) and torch.equal(out, torch.cat([a, b], 1))
+    mixed = layout.cat_to_memory_format([cl[0], cl[1].double()], NCHW)
+    assert mixed.dtype == torch.float64 and mixed.is_contiguous()

@@ -19,6 +19,8 @@ at::Tensor grouped_forward(const at::Tensor& x, const at::Tensor& wt, std::vecto
 at::Tensor group_sum(const at::Tensor& z, int64_t groups);
 at::Tensor group_repeat(const at::Tensor& y, int64_t group_size);
 at::Tensor transpose_last(const at::Tensor& x);
+at::Tensor cat_channels_first(const std::vector<at::Tensor>& xs);
+std::vector<at::Tensor> split_channels_last(const at::Tensor& y, std::vector<int64_t> sizes);
 at::Tensor mix_kernels(const at::Tensor& pi, const at::Tensor& bank);
 std::vector<at::Tensor> mix_kernels_backward(const at::Tensor& grad, const at::Tensor& pi, const at::Tensor& bank);
 
@@ -34,4 +36,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("mix_kernels", &mix_kernels, "Per-sample kernels pi @ bank of a dynamic conv (CPU)");
   m.def("mix_kernels_backward", &mix_kernels_backward, "Both gradients of mix_kernels in one pass (CPU)");
   m.def("transpose_last", &transpose_last, "Batched transpose (B, R, S) -> (B, S, R): layout changes (CPU)");
+  m.def("cat_channels_first", &cat_channels_first, "Channels-last parts -> one concatenated channels-first tensor (CPU)");
+  m.def("split_channels_last", &split_channels_last, "Inverse of cat_channels_first (CPU)");
 }
