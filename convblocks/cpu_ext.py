@@ -2,8 +2,8 @@
 
 ``torch.utils.cpp_extension`` compiles them once per machine (g++ and the ``ninja`` package; cached under
 ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), with ``-march=native``, so the cache
-is keyed by the CPU model and flags. Where the build fails, ``extension()`` warns once and returns None,
-and every caller runs its pure-PyTorch path. ``CONVZOO_CPU_KERNELS=0`` switches them all off.
+is keyed by the CPU model and flags (and the shared headers). Where the build fails, ``extension()`` warns
+once and returns None, and every caller runs its pure-PyTorch path. ``CONVZOO_CPU_KERNELS=0`` switches them all off.
 """
 
 from __future__ import annotations
@@ -32,14 +32,16 @@ SOURCES = (
 )
 
 
-def _machine_tag() -> str:
-    """Short hash of the CPU model and flags: the build uses ``-march=native``, so one build per CPU kind."""
+def _build_tag() -> str:
+    """Short hash of the CPU model and flags (the build uses ``-march=native``: one build per CPU kind) and of
+    the shared headers (``csrc/*.h``: torch rebuilds when a listed source changes, not a header it includes)."""
     text = platform.machine()
     try:
         info = Path("/proc/cpuinfo").read_text()
         text += "".join([line for line in info.splitlines() if line.startswith(("model name", "flags"))][:2])
     except OSError:
         pass
+    text += "".join(header.read_text() for header in sorted(CSRC.glob("*.h")))
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
@@ -69,7 +71,7 @@ def extension() -> ModuleType | None:
         _ensure_ninja()
         flags = ["-O3", "-fopenmp"] + (["-march=native"] if platform.machine() in ("x86_64", "AMD64") else [])
         return load(
-            name=f"convzoo_cpu_{_machine_tag()}",
+            name=f"convzoo_cpu_{_build_tag()}",
             sources=[str(CSRC / name) for name in SOURCES],
             extra_cflags=flags,
             extra_ldflags=["-fopenmp"],

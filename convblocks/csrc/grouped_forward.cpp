@@ -14,29 +14,11 @@
 #include <utility>
 #include <vector>
 
+#include "vec.h"
+
 namespace {
 
-#ifdef __AVX512F__
-constexpr int kVectorBytes = 64;  // 32 vector registers
-#else
-constexpr int kVectorBytes = 32;  // 16 vector registers
-#endif
-
-template <typename T>
-struct VecOf {
-  typedef T type __attribute__((vector_size(kVectorBytes)));  // a GCC/Clang vector of channels
-};
-template <typename T>
-using Vec = typename VecOf<T>::type;
-template <typename T>
-constexpr int kLanes = kVectorBytes / sizeof(T);
-
-template <typename T>
-inline Vec<T> load(const T* p) {
-  Vec<T> v;
-  __builtin_memcpy(&v, p, sizeof(Vec<T>));
-  return v;
-}
+using convzoo::kLanes, convzoo::kVectorBytes, convzoo::kVectorRegisters, convzoo::load, convzoo::Vec;
 
 // Lane k <- lane (k + S) mod L.
 template <typename T, int S, size_t... I>
@@ -144,16 +126,15 @@ void window(const T* x, const T* wt, T* tmp, const Geometry& q, int64_t n, int64
 #pragma GCC unroll 64
   for (int m = 0; m < M; ++m)
 #pragma GCC unroll 64
-    for (int jj = 0; jj < J; ++jj) __builtin_memcpy(tmp + (m * J + jj) * C + c0, &acc[m][jj], sizeof(V));
+    for (int jj = 0; jj < J; ++jj) convzoo::store(tmp + (m * J + jj) * C + c0, acc[m][jj]);
 }
 
 template <typename T, int M, int KW>
 void forward_impl(const T* x, const T* wt, T* out, const Geometry& q) {
   // Pixels per window: the accumulators (M * J) and, where that leaves at least two pixels, one row of weights
   // (M * KW) in the vector registers; otherwise the weights are read from L1 (the compiler spills them).
-  constexpr int kRegisters = kVectorBytes == 64 ? 32 : 16;
-  constexpr bool kWeightsInRegisters = M * (KW + 2) + 1 <= kRegisters;
-  constexpr int J = std::clamp((kRegisters - (kWeightsInRegisters ? 1 + M * KW : 2)) / M, 1, 16);
+  constexpr bool kWeightsInRegisters = M * (KW + 2) + 1 <= kVectorRegisters;
+  constexpr int J = std::clamp((kVectorRegisters - (kWeightsInRegisters ? 1 + M * KW : 2)) / M, 1, 16);
   const int64_t groups = q.C / q.cg, O = groups * M;
   const SumFn<T> sum = sum_function<T>(q.cg);
   at::parallel_for(0, q.N * q.Ho, 1, [&](int64_t begin, int64_t end) {

@@ -10,34 +10,23 @@
 #include <algorithm>
 #include <vector>
 
-namespace {
+#include "vec.h"
 
-// One register block: a vector of channels as a GCC/Clang vector type, so the KW accumulators of a kernel row
-// stay in registers (an array of scalars under `omp simd` was kept in memory: 3x slower). 64 bytes where
-// AVX-512 gives 32 vector registers, else 32 bytes (16 registers: KW = 9 accumulators, the gradient, a load).
-#ifdef __AVX512F__
-constexpr int kVectorBytes = 64;
-#else
-constexpr int kVectorBytes = 32;
-#endif
+namespace {
 
 // One kernel row: out (KW, C) += sum over j of g[j, c] * xrow[j*sw - pw + b*dw, c].
 template <typename T, int KW>
 void kernel_row(const T* g, const T* xrow, T* out, int64_t Wo, int64_t W, int64_t C, int64_t sw, int64_t pw,
                 int64_t dw) {
-  typedef T Vec __attribute__((vector_size(kVectorBytes)));
-  constexpr int64_t kLanes = kVectorBytes / sizeof(T);
-  const auto load = [](const T* p) {
-    Vec v;
-    __builtin_memcpy(&v, p, sizeof(Vec));
-    return v;
-  };
+  using convzoo::load;
+  using V = convzoo::Vec<T>;  // a vector of channels: the accumulators stay in registers (vec.h)
+  constexpr int64_t kLanes = convzoo::kLanes<T>;
   int64_t c0 = 0;
   for (; c0 + kLanes <= C; c0 += kLanes) {
-    Vec acc[KW];
-    for (int b = 0; b < KW; ++b) acc[b] = Vec{};
+    V acc[KW];
+    for (int b = 0; b < KW; ++b) acc[b] = V{};
     for (int64_t j = 0; j < Wo; ++j) {
-      const Vec gj = load(g + j * C + c0);
+      const V gj = load(g + j * C + c0);
       const int64_t x0 = j * sw - pw;
       const T* xv = xrow + x0 * C + c0;
       if (x0 >= 0 && x0 + (KW - 1) * dw < W) {
@@ -50,9 +39,7 @@ void kernel_row(const T* g, const T* xrow, T* out, int64_t Wo, int64_t W, int64_
       }
     }
     for (int b = 0; b < KW; ++b) {
-      Vec o = load(out + b * C + c0);
-      o += acc[b];
-      __builtin_memcpy(out + b * C + c0, &o, sizeof(Vec));
+      convzoo::store(out + b * C + c0, load(out + b * C + c0) + acc[b]);
     }
   }
   for (; c0 < C; ++c0) {  // channels left over from the last full vector

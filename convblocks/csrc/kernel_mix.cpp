@@ -8,29 +8,20 @@
 #include <algorithm>
 #include <vector>
 
+#include "vec.h"
+
 namespace {
 
 constexpr int64_t kChunk = 512;  // columns per task: bank, its gradient and one gradient row fit in L1
-
-#ifdef __AVX512F__
-constexpr int kVectorBytes = 64;
-#else
-constexpr int kVectorBytes = 32;
-#endif
 
 // One chunk of columns for KK = K kernels (KK > 0: unrolled, the K dot products independent vector accumulators
 // held in registers as GCC/Clang vector types; KK == 0: any K, one chain at a time).
 template <typename T, int KK>
 void mix_backward_chunk(const T* g, const T* pi, const T* bank, T* gbank, double* acc, int64_t N, int64_t K,
                         int64_t P, int64_t p0, int64_t len) {
-  typedef T Vec __attribute__((vector_size(kVectorBytes)));
-  constexpr int V = kVectorBytes / sizeof(T);
-  const auto load = [](const T* p) {
-    Vec v;
-    __builtin_memcpy(&v, p, sizeof(Vec));
-    return v;
-  };
-  const auto store = [](T* p, Vec v) { __builtin_memcpy(p, &v, sizeof(Vec)); };
+  using convzoo::load, convzoo::store;
+  using Vec = convzoo::Vec<T>;
+  constexpr int V = convzoo::kLanes<T>;
   for (int64_t k = 0; k < K; ++k) std::fill_n(gbank + k * P + p0, len, T(0));
   for (int64_t n = 0; n < N; ++n) {
     const T* gr = g + n * P + p0;
