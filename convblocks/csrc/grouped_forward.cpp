@@ -155,7 +155,8 @@ void forward_impl(const T* x, const T* wt, T* out, const Geometry& q) {
 template <typename T>
 using ForwardFn = void (*)(const T*, const T*, T*, const Geometry&);
 
-// The (outputs per group, kernel width) pairs built: one kernel row of weights fits the registers.
+// The (outputs per group, kernel width) pairs built (grouped_kernels.FORWARD_KERNELS): with AVX-512, one kernel
+// row of weights and a window of at least two pixels fit the registers for each.
 template <typename T>
 ForwardFn<T> forward_function(int64_t M, int64_t kw) {
   switch (M * 100 + kw) {
