@@ -21,7 +21,6 @@ at::Tensor group_repeat(const at::Tensor& y, int64_t group_size);
 at::Tensor transpose_last(const at::Tensor& x);
 at::Tensor cat_channels_first(const std::vector<at::Tensor>& xs);
 std::vector<at::Tensor> split_channels_last(const at::Tensor& y, std::vector<int64_t> sizes);
-at::Tensor mix_kernels(const at::Tensor& pi, const at::Tensor& bank);
 std::vector<at::Tensor> mix_kernels_backward(const at::Tensor& grad, const at::Tensor& pi, const at::Tensor& bank);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -33,9 +32,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Grouped conv with few outputs per group, stride 1, NHWC: depthwise products summed per group (CPU)");
   m.def("group_sum", &group_sum, "Sum over each group of contiguous channels, NHWC (CPU)");
   m.def("group_repeat", &group_repeat, "Each value repeated over its group's channels, NHWC (CPU)");
-  m.def("mix_kernels", &mix_kernels, "Per-sample kernels pi @ bank of a dynamic conv (CPU)");
-  m.def("mix_kernels_backward", &mix_kernels_backward, "Both gradients of mix_kernels in one pass (CPU)");
+  m.def("mix_kernels_backward", &mix_kernels_backward,
+        "Both gradients of a dynamic conv's pi @ bank in one pass (CPU)");
   m.def("transpose_last", &transpose_last, "Batched transpose (B, R, S) -> (B, S, R): layout changes (CPU)");
-  m.def("cat_channels_first", &cat_channels_first, "Channels-last parts -> one concatenated channels-first tensor (CPU)");
+  m.def("cat_channels_first", &cat_channels_first,
+        "Channels-last parts -> one concatenated channels-first tensor (CPU)");
   m.def("split_channels_last", &split_channels_last, "Inverse of cat_channels_first (CPU)");
 }

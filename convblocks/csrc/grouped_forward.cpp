@@ -186,7 +186,8 @@ at::Tensor grouped_forward(const at::Tensor& x, const at::Tensor& wt, std::vecto
               "grouped_forward: weights of the input's dtype and channels, channels a multiple of groups");
   const int64_t N = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3);
   const int64_t kh = wt.size(0), kw = wt.size(1), M = wt.size(2);
-  TORCH_CHECK(forward_function<float>(M, kw) != nullptr, "grouped_forward: outputs per group and kernel width not built");
+  TORCH_CHECK(forward_function<float>(M, kw) != nullptr,
+              "grouped_forward: outputs per group and kernel width not built");
   const int64_t Ho = H + 2 * padding[0] - dilation_h * (kh - 1), Wo = W + 2 * padding[1] - (kw - 1);
   TORCH_CHECK(Ho > 0 && Wo > 0, "grouped_forward: output would be empty");
   Geometry q{N, H, W, C, Ho, Wo, kh, padding[0], padding[1], dilation_h, C / groups};

@@ -1,4 +1,4 @@
-// Dynamic conv's per-sample kernels, out = pi @ bank (BLAS), and both gradients in one pass, on CPU.
+// Both gradients of dynamic conv's per-sample kernels, out = pi @ bank, in one pass, on CPU (the forward is BLAS's).
 // The shapes are extreme for a GEMM (N x K with K = 4 against K x P with P = C_out * C_in * k * k, millions):
 // the work is memory-bound, and BLAS reads the per-sample gradient once per product. Here each chunk of
 // columns stays in L1 while both gradients are taken from it, so it is read from memory once.
@@ -100,12 +100,6 @@ void check(const at::Tensor& pi, const at::Tensor& bank) {
 }
 
 }  // namespace
-
-// pi (N, K), bank (K, P) -> (N, P): BLAS (its stores of the large output beat a hand loop's by about 2x).
-at::Tensor mix_kernels(const at::Tensor& pi, const at::Tensor& bank) {
-  check(pi, bank);
-  return at::mm(pi, bank);
-}
 
 // grad (N, P), pi (N, K), bank (K, P) -> (grad of pi (N, K), grad of bank (K, P)).
 std::vector<at::Tensor> mix_kernels_backward(const at::Tensor& grad, const at::Tensor& pi, const at::Tensor& bank) {

@@ -43,7 +43,8 @@ at::Tensor transpose_last(const at::Tensor& x) {
   if (x.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "transpose_last", [&] {
     const int64_t plane = x.size(1) * x.size(2);
-    transpose_tiles<scalar_t>(x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), x.size(0), x.size(1), x.size(2), plane, plane);
+    transpose_tiles<scalar_t>(x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), x.size(0), x.size(1), x.size(2), plane,
+                              plane);
   });
   return out;
 }
@@ -75,7 +76,8 @@ at::Tensor cat_channels_first(const std::vector<at::Tensor>& xs) {
 
 // Inverse of cat_channels_first: channels-first y (N, C, P) contiguous -> channels-last parts (N, P, C_i).
 std::vector<at::Tensor> split_channels_last(const at::Tensor& y, std::vector<int64_t> sizes) {
-  TORCH_CHECK(y.dim() == 3 && y.is_contiguous() && !y.is_cuda(), "split_channels_last: a contiguous (N, C, P) CPU tensor");
+  TORCH_CHECK(y.dim() == 3 && y.is_contiguous() && !y.is_cuda(),
+              "split_channels_last: a contiguous (N, C, P) CPU tensor expected");
   const int64_t N = y.size(0), C = y.size(1), P = y.size(2);
   std::vector<at::Tensor> parts;
   int64_t offset = 0;
