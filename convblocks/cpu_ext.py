@@ -27,6 +27,7 @@ SOURCES = (
     "grouped_wgrad.cpp",
     "group_sum.cpp",
     "transpose.cpp",
+    "im2col.cpp",
     "kernel_mix.cpp",
     "bindings.cpp",
 )

@@ -7,12 +7,13 @@ Three equivalent formulations, selected by ``impl``:
 
 - ``"grouped"``: aggregate the kernels per sample, then one grouped conv with the batch folded into the
   groups (cheap for few samples; the batch size becomes part of a traced or exported graph).
-- ``"unfold"``: aggregate the kernels per sample, then im2col (``F.unfold``) and one batched matmul
-  (fast on CPU for small feature maps, where a conv with many groups is slow).
+- ``"unfold"``: aggregate the kernels per sample, then im2col and one batched matmul (on CPU faster than
+  a conv with many groups once each output sums many inputs; the compiled im2col is ``convblocks/im2col.py``).
 - ``"mixture"``: one conv with all K kernels, outputs mixed by π (K× the conv FLOPs, no per-sample
   weights, so a traced or exported graph accepts any batch size).
 - ``"auto"``: ``"mixture"`` under ``torch.jit.trace`` and ``torch.export`` (graphs that must accept any batch
-  size), else ``"grouped"``, also under ``torch.compile``, which specializes on the batch size and recompiles.
+  size); else, also under ``torch.compile`` (which specializes on the batch size), ``"unfold"`` on CPU where
+  each output sums at least ``UNFOLD_MIN_INPUTS`` inputs and ``"grouped"`` otherwise.
 """
 
 from __future__ import annotations
@@ -23,11 +24,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import im2col
 from .conv import IntOrPair, check_groups, conv_geometry, conv_repr, output_size
 from .kernel_mix import mix_kernels
 from .registry import register_block
 
 DYNAMIC_IMPLS = ("auto", "grouped", "unfold", "mixture")
+# ``auto`` on CPU takes ``unfold`` from this many inputs per output, (C_in/g)·kh·kw, up. Forward+backward against
+# a 3×3 conv, same run (docs/benchmarks.md): 128 channels (1152) unfold 1.06×, grouped 1.14×; 256 channels
+# 1.10× against 1.38×; 64 channels (576) 1.31-1.34× against 1.18-1.19×.
+UNFOLD_MIN_INPUTS = 1024
 
 
 @register_block("dynamic")
@@ -129,7 +135,7 @@ class DynamicConv2d(nn.Module):
         n, g = x.shape[0], self.groups
         ho, wo = output_size(tuple(x.shape[-2:]), self.kernel_size, self.stride, self.padding, self.dilation)
         weight = mix_kernels(pi, self.kernels.flatten(1)).view(n, g, self.out_channels // g, -1)  # (N, g, C_out/g, ·)
-        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (N, C_in·k², L)
+        cols = im2col.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (N, C_in·k², L)
         out = torch.matmul(weight, cols.view(n, g, -1, cols.shape[-1])).view(n, self.out_channels, ho, wo)
         bias = self._aggregated_bias(pi)
         return out if bias is None else out + bias.to(out.dtype)[:, :, None, None]
@@ -146,13 +152,19 @@ class DynamicConv2d(nn.Module):
         bias = self._aggregated_bias(pi)
         return out if bias is None else out + bias.to(out.dtype)[:, :, None, None]
 
+    def auto_impl(self, x: torch.Tensor) -> str:
+        """The formulation ``impl="auto"`` takes for input ``x`` (see the module docstring)."""
+        if torch.jit.is_tracing() or torch.compiler.is_exporting():
+            return "mixture"
+        inputs = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]
+        return "unfold" if x.device.type == "cpu" and inputs >= UNFOLD_MIN_INPUTS else "grouped"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C_in, H, W) → (N, C_out, H_out, W_out)``, as ``nn.Conv2d`` with the same arguments."""
         pi = self.attention(x)
         impl = self.impl
         if impl == "auto":
-            exporting = torch.jit.is_tracing() or torch.compiler.is_exporting()
-            impl = "mixture" if exporting else "grouped"
+            impl = self.auto_impl(x)
         if impl == "mixture":
             return self.forward_mixture(x, pi)
         if impl == "unfold":

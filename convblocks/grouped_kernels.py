@@ -19,6 +19,7 @@ import torch
 from torch.utils.flop_counter import register_flop_formula
 
 from . import cpu_ext
+from .kernel_op import KernelOp
 
 KERNEL_WIDTHS = (1, 3, 5, 7, 9, 11)  # the widths grouped_wgrad.cpp is instantiated for
 # Outputs per group -> kernel widths grouped_forward.cpp is built for (one kernel row in the registers).
@@ -39,8 +40,7 @@ def forward_kernel_applies(weight_shape: torch.Size, stride, dilation, groups: i
     )
 
 
-@torch.library.custom_op("convzoo::grouped_forward", mutates_args=())
-def grouped_forward(
+def _grouped_forward(
     x: torch.Tensor, weight: torch.Tensor, padding: list[int], dilation_h: int, groups: int
 ) -> torch.Tensor:
     """``F.conv2d`` at stride 1 for NHWC ``x (N, H, W, C)`` and ``weight (kh, kw, M, C)`` (``M`` outputs per
@@ -48,12 +48,14 @@ def grouped_forward(
     return cpu_ext.extension().grouped_forward(x, weight, padding, dilation_h, groups)
 
 
-@grouped_forward.register_fake
-def _(x, weight, padding, dilation_h, groups):
+def _grouped_forward_fake(x, weight, padding, dilation_h, groups):
     kh, kw, m, _ = weight.shape
     h = x.shape[1] + 2 * padding[0] - dilation_h * (kh - 1)
     w = x.shape[2] + 2 * padding[1] - (kw - 1)
     return x.new_empty((x.shape[0], h, w, groups * m))
+
+
+grouped_forward = KernelOp("grouped_forward", _grouped_forward, _grouped_forward_fake)
 
 
 @register_flop_formula(torch.ops.convzoo.grouped_forward)
@@ -71,15 +73,13 @@ def forward_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
     return weight.view(groups, m, cin_g, kh, kw).permute(3, 4, 1, 0, 2).reshape(kh, kw, m, groups * cin_g).contiguous()
 
 
-@torch.library.custom_op("convzoo::group_sum", mutates_args=())
-def group_sum(z: torch.Tensor, groups: int) -> torch.Tensor:
+def _group_sum(z: torch.Tensor, groups: int) -> torch.Tensor:
     """``z (..., C)`` contiguous → ``(..., groups)``: each group of ``C/groups`` channels summed
     (``csrc/group_sum.cpp``, about copy speed; PyTorch's sum over a short last dim is several times slower)."""
     return cpu_ext.extension().group_sum(z, groups)
 
 
-@group_sum.register_fake
-def _(z, groups):
+def _group_sum_fake(z, groups):
     return z.new_empty((*z.shape[:-1], groups))
 
 
@@ -91,11 +91,7 @@ def _group_sum_backward(ctx, grad):
     return group_repeat(grad.contiguous(), ctx.group_size), None
 
 
-group_sum.register_autograd(_group_sum_backward, setup_context=_group_sum_setup)
-
-
-@torch.library.custom_op("convzoo::wgrad_one_output_per_group", mutates_args=())
-def wgrad_one_output_per_group(
+def _wgrad_one_output_per_group(
     grad_out: torch.Tensor,
     x: torch.Tensor,
     kernel_size: list[int],
@@ -108,20 +104,20 @@ def wgrad_one_output_per_group(
     return cpu_ext.extension().wgrad_one_output_per_group(grad_out, x, kernel_size, stride, padding, dilation)
 
 
-@wgrad_one_output_per_group.register_fake
-def _(grad_out, x, kernel_size, stride, padding, dilation):
+def _wgrad_fake(grad_out, x, kernel_size, stride, padding, dilation):
     return x.new_empty((grad_out.shape[-1], x.shape[-1] // grad_out.shape[-1], *kernel_size))
 
 
-@torch.library.custom_op("convzoo::group_repeat", mutates_args=())
-def group_repeat(y: torch.Tensor, group_size: int) -> torch.Tensor:
+wgrad_one_output_per_group = KernelOp("wgrad_one_output_per_group", _wgrad_one_output_per_group, _wgrad_fake)
+
+
+def _group_repeat(y: torch.Tensor, group_size: int) -> torch.Tensor:
     """``y (..., G)`` contiguous → ``(..., G·group_size)``: each value repeated over its group's channels; the
     gradient of ``group_sum`` (``csrc/group_sum.cpp``)."""
     return cpu_ext.extension().group_repeat(y, group_size)
 
 
-@group_repeat.register_fake
-def _(y, group_size):
+def _group_repeat_fake(y, group_size):
     return y.new_empty((*y.shape[:-1], y.shape[-1] * group_size))
 
 
@@ -133,4 +129,5 @@ def _group_repeat_setup(ctx, inputs, output):
     ctx.groups = inputs[0].shape[-1]
 
 
-group_repeat.register_autograd(_group_repeat_backward, setup_context=_group_repeat_setup)
+group_sum = KernelOp("group_sum", _group_sum, _group_sum_fake, _group_sum_backward, _group_sum_setup)
+group_repeat = KernelOp("group_repeat", _group_repeat, _group_repeat_fake, _group_repeat_backward, _group_repeat_setup)

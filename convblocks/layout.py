@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from . import cpu_ext
+from .kernel_op import KernelOp
 
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
@@ -33,14 +34,12 @@ def to_memory_format(x: torch.Tensor, memory_format: torch.memory_format) -> tor
     return x.contiguous(memory_format=memory_format)
 
 
-@torch.library.custom_op("convzoo::transpose_last", mutates_args=())
-def transpose_last(x: torch.Tensor) -> torch.Tensor:
+def _transpose_last(x: torch.Tensor) -> torch.Tensor:
     """``x (B, R, S)`` contiguous → ``(B, S, R)`` contiguous (``csrc/transpose.cpp``)."""
     return cpu_ext.extension().transpose_last(x)
 
 
-@transpose_last.register_fake
-def _(x):
+def _transpose_last_fake(x):
     return x.new_empty((x.shape[0], x.shape[2], x.shape[1]))
 
 
@@ -48,7 +47,7 @@ def _transpose_last_backward(ctx, grad):
     return transpose_last(grad.contiguous())
 
 
-transpose_last.register_autograd(_transpose_last_backward)
+transpose_last = KernelOp("transpose_last", _transpose_last, _transpose_last_fake, _transpose_last_backward)
 
 
 def cat_to_memory_format(parts: list[torch.Tensor], memory_format: torch.memory_format) -> torch.Tensor:
@@ -72,25 +71,21 @@ def cat_to_memory_format(parts: list[torch.Tensor], memory_format: torch.memory_
     return cat_channels_first(flat).view(n, -1, h, w)
 
 
-@torch.library.custom_op("convzoo::cat_channels_first", mutates_args=())
-def cat_channels_first(parts: list[torch.Tensor]) -> torch.Tensor:
+def _cat_channels_first(parts: list[torch.Tensor]) -> torch.Tensor:
     """Contiguous ``(N, P, C_i)`` parts → ``(N, ΣC_i, P)`` contiguous (``csrc/transpose.cpp``)."""
     return cpu_ext.extension().cat_channels_first(parts)
 
 
-@cat_channels_first.register_fake
-def _(parts):
+def _cat_fake(parts):
     return parts[0].new_empty((parts[0].shape[0], sum(p.shape[2] for p in parts), parts[0].shape[1]))
 
 
-@torch.library.custom_op("convzoo::split_channels_last", mutates_args=())
-def split_channels_last(y: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+def _split_channels_last(y: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
     """Inverse of ``cat_channels_first``: ``(N, C, P)`` contiguous → contiguous ``(N, P, C_i)`` parts."""
     return cpu_ext.extension().split_channels_last(y, sizes)
 
 
-@split_channels_last.register_fake
-def _(y, sizes):
+def _split_fake(y, sizes):
     return [y.new_empty((y.shape[0], y.shape[2], c)) for c in sizes]
 
 
@@ -106,5 +101,9 @@ def _split_backward(ctx, grads):
     return cat_channels_first([g.contiguous() for g in grads]), None
 
 
-cat_channels_first.register_autograd(_cat_backward, setup_context=_cat_setup)
-split_channels_last.register_autograd(_split_backward, setup_context=lambda ctx, inputs, output: None)
+cat_channels_first = KernelOp(
+    "cat_channels_first", _cat_channels_first, _cat_fake, _cat_backward, _cat_setup, list_input=True
+)
+split_channels_last = KernelOp(
+    "split_channels_last", _split_channels_last, _split_fake, _split_backward, list_output=True
+)

@@ -118,3 +118,12 @@ def test_auto_under_compile_uses_per_sample_kernels_and_matches_naive(monkeypatc
     torch.testing.assert_close(
         torch.autograd.grad(out, x, g)[0], torch.autograd.grad(ref, x, g)[0], rtol=1e-5, atol=1e-5
     )
+
+
+def test_auto_takes_unfold_on_cpu_where_each_output_sums_many_inputs():
+    """(C_in/g)·kh·kw ≥ UNFOLD_MIN_INPUTS: im2col + batched matmul; fewer: the grouped conv."""
+    x = torch.randn(1, 128, 4, 4)
+    assert DynamicConv2d(128, 8, 3, padding=1).auto_impl(x) == "unfold"  # 1152
+    assert DynamicConv2d(64, 8, 3, padding=1).auto_impl(x[:, :64]) == "grouped"  # 576
+    assert DynamicConv2d(128, 8, 3, padding=1, groups=2).auto_impl(x) == "grouped"  # 576
+    assert DynamicConv2d(128, 8, 3, padding=1).auto_impl(x.to("meta")) == "grouped"  # not CPU

@@ -148,7 +148,7 @@ def test_compiled_weight_gradient_equals_onednn(dtype, channels, groups, k, stri
     ours = grouped_kernels.wgrad_one_output_per_group(*nhwc, [k, k], s, p, d)
     tol = 1e-10 if dtype == torch.float64 else 1e-4
     torch.testing.assert_close(ours, ref[1], rtol=tol, atol=tol)
-    torch.library.opcheck(grouped_kernels.wgrad_one_output_per_group, (*nhwc, [k, k], s, p, d))
+    torch.library.opcheck(grouped_kernels.wgrad_one_output_per_group.op, (*nhwc, [k, k], s, p, d))
 
 
 @needs_kernel
@@ -176,7 +176,7 @@ def test_compiled_grouped_forward_equals_conv2d(dtype, channels, groups, outputs
     ours = grouped_kernels.grouped_forward(*args, dilation_h, groups).permute(0, 3, 1, 2)
     tol = 1e-12 if dtype == torch.float64 else 1e-4
     torch.testing.assert_close(ours, ref, rtol=tol, atol=tol)
-    torch.library.opcheck(grouped_kernels.grouped_forward, (*args, dilation_h, groups), test_utils="test_faketensor")
+    torch.library.opcheck(grouped_kernels.grouped_forward.op, (*args, dilation_h, groups), test_utils="test_faketensor")
 
 
 def test_grouped_forward_applies_only_where_built():
@@ -221,8 +221,8 @@ def test_compiled_group_sum_and_repeat_equal_torch(dtype, channels, groups):
     z = torch.randn(3, 5, 7, channels, generator=torch.Generator().manual_seed(channels), dtype=dtype)
     ours = grouped_kernels.group_sum(z, groups)
     torch.testing.assert_close(ours, z.unflatten(-1, (groups, -1)).sum(-1))
-    torch.library.opcheck(grouped_kernels.group_sum, (z.requires_grad_(), groups))
+    torch.library.opcheck(grouped_kernels.group_sum.op, (z.requires_grad_(), groups))
     y = torch.randn(3, 5, 7, groups, generator=torch.Generator().manual_seed(groups), dtype=dtype)
     repeated = grouped_kernels.group_repeat(y, channels // groups)
     assert torch.equal(repeated, y.repeat_interleave(channels // groups, dim=-1))
-    torch.library.opcheck(grouped_kernels.group_repeat, (y.requires_grad_(), channels // groups))
+    torch.library.opcheck(grouped_kernels.group_repeat.op, (y.requires_grad_(), channels // groups))

@@ -23,8 +23,8 @@ def test_mix_and_both_gradients_equal_matmul(n, k, p, dtype):
     torch.testing.assert_close(ours, ref, rtol=tol, atol=tol)
     for a, b in zip(torch.autograd.grad(ours, (pi, bank), go), torch.autograd.grad(ref, (pi, bank), go), strict=True):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
-    torch.library.opcheck(kernel_mix.mix_kernels_op, (pi, bank))
-    torch.library.opcheck(kernel_mix.mix_kernels_backward, (go, pi.detach(), bank.detach()))
+    torch.library.opcheck(kernel_mix.mix_kernels_op.op, (pi, bank))
+    torch.library.opcheck(kernel_mix.mix_kernels_backward.op, (go, pi.detach(), bank.detach()))
 
 
 @needs_kernel

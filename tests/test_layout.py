@@ -33,7 +33,7 @@ def test_layout_change_equals_contiguous_with_gradients(dtype, shape, src, dst, 
 def test_transpose_last_opcheck_and_values():
     x = torch.randn(3, 10, 7, dtype=torch.float64, requires_grad=True)
     assert torch.equal(layout.transpose_last(x), x.transpose(1, 2))
-    torch.library.opcheck(layout.transpose_last, (x,))
+    torch.library.opcheck(layout.transpose_last.op, (x,))
 
 
 def test_layout_change_without_the_kernel_or_for_other_tensors(monkeypatch):
@@ -66,8 +66,8 @@ def test_cat_to_nchw_equals_cat_with_gradients(dtype, hw, monkeypatch):
     for a, b in zip(torch.autograd.grad(ours, parts, go), torch.autograd.grad(ref, parts, go), strict=True):
         assert torch.equal(a, b)
     flat = [p.detach().permute(0, 2, 3, 1).reshape(3, hw[0] * hw[1], -1) for p in parts]
-    torch.library.opcheck(real, (flat,))
-    torch.library.opcheck(layout.split_channels_last, (ours.detach().flatten(2), [4, 9, 16, 1]))
+    torch.library.opcheck(real.op, (flat,))
+    torch.library.opcheck(layout.split_channels_last.op, (ours.detach().flatten(2), [4, 9, 16, 1]))
 
 
 def test_cat_to_memory_format_falls_back_for_other_layouts():

@@ -45,6 +45,10 @@ CANDIDATES: dict[str, tuple[Callable[[int], nn.Module], str | None]] = {
         lambda c: convblocks.build_block("dynamic", in_channels=c, out_channels=c),
         "ref_dynamic_batchgroups",
     ),
+    "dynamic[grouped]": (
+        lambda c: convblocks.build_block("dynamic", in_channels=c, out_channels=c, impl="grouped"),
+        "ref_dynamic_batchgroups",
+    ),
     "dynamic[unfold]": (
         lambda c: convblocks.build_block("dynamic", in_channels=c, out_channels=c, impl="unfold"),
         "ref_dynamic_batchgroups",

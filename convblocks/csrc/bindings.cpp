@@ -19,6 +19,10 @@ at::Tensor grouped_forward(const at::Tensor& x, const at::Tensor& wt, std::vecto
 at::Tensor group_sum(const at::Tensor& z, int64_t groups);
 at::Tensor group_repeat(const at::Tensor& y, int64_t group_size);
 at::Tensor transpose_last(const at::Tensor& x);
+at::Tensor im2col(const at::Tensor& x, std::vector<int64_t> kernel, std::vector<int64_t> stride,
+                  std::vector<int64_t> padding, std::vector<int64_t> dilation);
+at::Tensor col2im(const at::Tensor& cols, std::vector<int64_t> size, std::vector<int64_t> kernel,
+                  std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation);
 at::Tensor cat_channels_first(const std::vector<at::Tensor>& xs);
 std::vector<at::Tensor> split_channels_last(const at::Tensor& y, std::vector<int64_t> sizes);
 std::vector<at::Tensor> mix_kernels_backward(const at::Tensor& grad, const at::Tensor& pi, const at::Tensor& bank);
@@ -37,5 +41,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("transpose_last", &transpose_last, "Batched transpose (B, R, S) -> (B, S, R): layout changes (CPU)");
   m.def("cat_channels_first", &cat_channels_first,
         "Channels-last parts -> one concatenated channels-first tensor (CPU)");
+  m.def("im2col", &im2col, "im2col of an NCHW tensor, as F.unfold (CPU)");
+  m.def("col2im", &col2im, "col2im into an NCHW tensor, as F.fold (CPU)");
   m.def("split_channels_last", &split_channels_last, "Inverse of cat_channels_first (CPU)");
 }

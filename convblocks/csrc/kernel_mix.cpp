@@ -12,20 +12,22 @@
 
 namespace {
 
-constexpr int64_t kChunk = 512;  // columns per task: bank, its gradient and one gradient row fit in L1
+constexpr int64_t kChunk = 1024;  // columns per task: their bank gradient and one gradient row fit in L1
 
 // One chunk of columns for KK = K kernels (KK > 0: unrolled, the K dot products independent vector accumulators
-// held in registers as GCC/Clang vector types; KK == 0: any K, one chain at a time).
+// held in registers as GCC/Clang vector types, the bank gradient summed in a local buffer and streamed out
+// once, non-temporal; KK == 0: any K, one chain at a time, summed in place).
 template <typename T, int KK>
 void mix_backward_chunk(const T* g, const T* pi, const T* bank, T* gbank, double* acc, int64_t N, int64_t K,
                         int64_t P, int64_t p0, int64_t len) {
   using convzoo::load, convzoo::store;
   using Vec = convzoo::Vec<T>;
   constexpr int V = convzoo::kLanes<T>;
-  for (int64_t k = 0; k < K; ++k) std::fill_n(gbank + k * P + p0, len, T(0));
-  for (int64_t n = 0; n < N; ++n) {
-    const T* gr = g + n * P + p0;
-    if constexpr (KK > 0) {
+  if constexpr (KK > 0) {
+    alignas(convzoo::kVectorBytes) T local[KK][kChunk];
+    for (int k = 0; k < KK; ++k) std::fill_n(local[k], len, T(0));
+    for (int64_t n = 0; n < N; ++n) {
+      const T* gr = g + n * P + p0;
       Vec dots[KK];
       T w[KK];
       for (int k = 0; k < KK; ++k) {
@@ -37,8 +39,7 @@ void mix_backward_chunk(const T* g, const T* pi, const T* bank, T* gbank, double
         const Vec gv = load(gr + p);
 #pragma GCC unroll 8
         for (int k = 0; k < KK; ++k) {
-          T* gb = gbank + k * P + p0 + p;
-          store(gb, load(gb) + w[k] * gv);
+          store(local[k] + p, load(local[k] + p) + w[k] * gv);
           dots[k] += gv * load(bank + k * P + p0 + p);
         }
       }
@@ -46,12 +47,23 @@ void mix_backward_chunk(const T* g, const T* pi, const T* bank, T* gbank, double
         double s = 0;
         for (int v = 0; v < V; ++v) s += dots[k][v];
         for (int64_t q = p; q < len; ++q) {
-          gbank[k * P + p0 + q] += w[k] * gr[q];
+          local[k][q] += w[k] * gr[q];
           s += gr[q] * bank[k * P + p0 + q];
         }
         acc[n * KK + k] += s;
       }
-    } else {
+    }
+    for (int k = 0; k < KK; ++k) {
+      T* dst = gbank + k * P + p0;
+      int64_t p = 0;
+      if (convzoo::aligned(dst))
+        for (; p + V <= len; p += V) convzoo::stream(dst + p, load(local[k] + p));
+      std::copy(local[k] + p, local[k] + len, dst + p);
+    }
+  } else {
+    for (int64_t k = 0; k < K; ++k) std::fill_n(gbank + k * P + p0, len, T(0));
+    for (int64_t n = 0; n < N; ++n) {
+      const T* gr = g + n * P + p0;
       for (int64_t k = 0; k < K; ++k) {
         const T wk = pi[n * K + k];
         const T* b = bank + k * P + p0;
@@ -84,6 +96,7 @@ void mix_backward(const T* g, const T* pi, const T* bank, T* gpi, T* gbank, int6
         default: mix_backward_chunk<T, 0>(g, pi, bank, gbank, acc, N, K, P, p0, len);
       }
     }
+    convzoo::stream_fence();
   });
   for (int64_t i = 0; i < N * K; ++i) {
     double s = 0;

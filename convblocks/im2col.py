@@ -1,0 +1,89 @@
+"""im2col (``F.unfold``) and col2im (``F.fold``) for NCHW tensors at memory speed on CPU.
+
+Dynamic conv's ``"unfold"`` formulation applies per-sample kernels as one batched matmul over im2col
+columns. PyTorch's im2col and col2im copy one kernel offset's short row at a time and took a quarter of that
+formulation's step at 16×256×16×12 (7.7 + 9.7 ms); ``csrc/im2col.cpp`` copies each row's valid span as one run.
+``unfold`` uses it, as the op ``convzoo::im2col`` (gradient ``convzoo::col2im`` and back; see ``KernelOp``), for float32
+and float64 on CPU where the extension is built, and ``F.unfold`` elsewhere. Values are equal to ``F.unfold``'s
+(copies) and the gradient to ``F.fold``'s (same order of sums).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import cpu_ext
+from .kernel_op import KernelOp
+
+
+def unfold(
+    x: torch.Tensor,
+    kernel_size: tuple[int, int],
+    dilation: tuple[int, int] = (1, 1),
+    padding: tuple[int, int] = (0, 0),
+    stride: tuple[int, int] = (1, 1),
+) -> torch.Tensor:
+    """``F.unfold``: ``(N, C, H, W) → (N, C·kh·kw, H'·W')``, same values and gradients."""
+    if x.dim() == 4 and x.dtype in (torch.float32, torch.float64) and cpu_ext.usable(x):
+        return im2col(x.contiguous(), list(kernel_size), list(stride), list(padding), list(dilation))
+    return F.unfold(x, kernel_size, dilation, padding, stride)
+
+
+def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _im2col(
+    x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int], dilation: list[int]
+) -> torch.Tensor:
+    """Contiguous NCHW ``x`` on CPU → columns ``(N, C·kh·kw, H'·W')`` (``csrc/im2col.cpp``)."""
+    return cpu_ext.extension().im2col(x, kernel, stride, padding, dilation)
+
+
+def _im2col_fake(x, kernel, stride, padding, dilation):
+    n, c, h, w = x.shape
+    ho = _out_size(h, kernel[0], stride[0], padding[0], dilation[0])
+    wo = _out_size(w, kernel[1], stride[1], padding[1], dilation[1])
+    return x.new_empty((n, c * kernel[0] * kernel[1], ho * wo))
+
+
+def _col2im(
+    cols: torch.Tensor, size: list[int], kernel: list[int], stride: list[int], padding: list[int], dilation: list[int]
+) -> torch.Tensor:
+    """Contiguous columns ``(N, C·kh·kw, H'·W')`` on CPU → ``(N, C, H, W)`` with ``size = (H, W)``, overlapping
+    values summed (``csrc/im2col.cpp``)."""
+    return cpu_ext.extension().col2im(cols, size, kernel, stride, padding, dilation)
+
+
+def _col2im_fake(cols, size, kernel, stride, padding, dilation):
+    n, rows, _ = cols.shape
+    return cols.new_empty((n, rows // (kernel[0] * kernel[1]), size[0], size[1]))
+
+
+def _im2col_setup(ctx, inputs, output):
+    x, ctx.kernel, ctx.stride, ctx.padding, ctx.dilation = inputs
+    ctx.size = list(x.shape[-2:])
+
+
+def _im2col_backward(ctx, grad):
+    return (
+        col2im(grad.contiguous(), ctx.size, ctx.kernel, ctx.stride, ctx.padding, ctx.dilation),
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+def _col2im_setup(ctx, inputs, output):
+    _, _, ctx.kernel, ctx.stride, ctx.padding, ctx.dilation = inputs
+
+
+def _col2im_backward(ctx, grad):
+    cols = im2col(grad.contiguous(), ctx.kernel, ctx.stride, ctx.padding, ctx.dilation)
+    return cols, None, None, None, None, None
+
+
+im2col = KernelOp("im2col", _im2col, _im2col_fake, _im2col_backward, _im2col_setup)
+col2im = KernelOp("col2im", _col2im, _col2im_fake, _col2im_backward, _col2im_setup)

@@ -1,0 +1,64 @@
+"""Compiled im2col / col2im (convblocks/im2col.py) against F.unfold and F.fold: equal values and gradients."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from convblocks import cpu_ext, im2col
+
+needs_kernel = pytest.mark.skipif(not cpu_ext.available(), reason="the CPU extension could not be built here")
+
+# (N, C, H, W), kernel, stride, padding, dilation: square and not, strides, dilations, padding wider than the
+# kernel reach, a 1×1 kernel and a kernel as large as the padded input.
+GEOMETRIES = [
+    ((2, 3, 7, 9), (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((2, 5, 8, 6), (3, 3), (2, 2), (1, 1), (1, 1)),
+    ((1, 4, 9, 11), (3, 5), (2, 1), (0, 2), (1, 2)),
+    ((2, 3, 5, 5), (5, 5), (3, 3), (4, 4), (2, 2)),
+    ((3, 2, 4, 4), (1, 1), (1, 1), (0, 0), (1, 1)),
+    ((1, 2, 3, 4), (5, 6), (1, 1), (1, 1), (1, 1)),
+    ((2, 16, 16, 12), (3, 3), (1, 1), (1, 1), (1, 1)),
+]
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape,kernel,stride,padding,dilation", GEOMETRIES)
+def test_unfold_equals_f_unfold_with_gradients(shape, kernel, stride, padding, dilation, dtype):
+    """Copies, so values are equal; the gradient sums in F.fold's order, so it is equal too."""
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(shape, generator=g, dtype=dtype, requires_grad=True)
+    ours = im2col.unfold(x, kernel, dilation, padding, stride)
+    ref = F.unfold(x, kernel, dilation, padding, stride)
+    assert "im2col" in type(ours.grad_fn).__name__  # the compiled path, not F.unfold
+    assert ours.shape == ref.shape and torch.equal(ours, ref)
+    go = torch.randn(ref.shape, generator=g, dtype=dtype)
+    assert torch.equal(torch.autograd.grad(ours, x, go)[0], torch.autograd.grad(ref, x, go)[0])
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape,kernel,stride,padding,dilation", GEOMETRIES[:4])
+def test_col2im_equals_f_fold_and_both_pass_opcheck(shape, kernel, stride, padding, dilation):
+    g = torch.Generator().manual_seed(7)
+    cols = F.unfold(torch.randn(shape, generator=g, dtype=torch.float64), kernel, dilation, padding, stride)
+    cols = torch.randn(cols.shape, generator=g, dtype=torch.float64)
+    args = ([*shape[-2:]], [*kernel], [*stride], [*padding], [*dilation])
+    assert torch.equal(im2col.col2im(cols, *args), F.fold(cols, shape[-2:], kernel, dilation, padding, stride))
+    x = torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(im2col.im2col.op, (x, *args[1:]))
+    torch.library.opcheck(im2col.col2im.op, (cols.requires_grad_(), *args))
+
+
+@needs_kernel
+def test_second_derivatives_through_col2im_and_back():
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradgradcheck(lambda t: im2col.unfold(t, (3, 3), (1, 1), (1, 1), (2, 1)) ** 2, (x,))
+
+
+def test_other_dtypes_and_no_kernel_take_f_unfold(monkeypatch):
+    x = torch.randn(2, 3, 6, 5).to(torch.bfloat16)
+    assert torch.equal(im2col.unfold(x, (3, 3), (1, 1), (1, 1), (1, 1)), F.unfold(x, 3, 1, 1, 1))
+    monkeypatch.setattr(cpu_ext, "available", lambda: False)
+    x = torch.randn(2, 3, 6, 5, requires_grad=True)
+    out = im2col.unfold(x, (3, 3), (1, 1), (1, 1), (1, 1))
+    assert type(out.grad_fn).__name__ == "Im2ColBackward0" and torch.equal(out, F.unfold(x, 3, 1, 1, 1))
