@@ -111,13 +111,27 @@ class DynamicConv2d(nn.Module):
         pi = torch.softmax(z.float() / self.temperature if low_precision else z / self.temperature, dim=1)
         return pi.to(self.weight.dtype)
 
+    def _flat_bank(self) -> tuple[torch.Tensor, bool]:
+        """The bank as ``(K, P)`` over the weight's memory: ``P`` ordered ``(C_out, C_in/g, kh, kw)``, or for a
+        channels-last weight ``(C_out, kh, kw, C_in/g)``, then with True (no transpose of the bank per step)."""
+        w = self.weight
+        if not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last):
+            return w.permute(0, 2, 3, 1).reshape(self.num_kernels, -1), True
+        return w.reshape(self.num_kernels, -1), False
+
     def _aggregated_bias(self, pi: torch.Tensor) -> torch.Tensor | None:
         return None if self.bias is None else pi @ self.bias  # (N, C_out)
 
     def forward_grouped(self, x: torch.Tensor, pi: torch.Tensor) -> torch.Tensor:
         """Per-sample kernels, batch folded into conv groups: ``(N, C_in, H, W) → (N, C_out, H', W')``."""
         n, c, h, w = x.shape
-        weight = mix_kernels(pi, self.kernels.flatten(1)).view(n * self.out_channels, *self.weight.shape[1:])
+        bank, taps_last = self._flat_bank()
+        cin_g, kh, kw = self.weight.shape[1:]
+        mixed = mix_kernels(pi, bank)
+        if taps_last:
+            weight = mixed.view(n * self.out_channels, kh, kw, cin_g).permute(0, 3, 1, 2)
+        else:
+            weight = mixed.view(n * self.out_channels, cin_g, kh, kw)
         bias = self._aggregated_bias(pi)
         out = F.conv2d(
             x.reshape(1, n * c, h, w),
@@ -134,8 +148,10 @@ class DynamicConv2d(nn.Module):
         """Per-sample kernels applied by im2col + batched matmul: ``(N, C_in, H, W) → (N, C_out, H', W')``."""
         n, g = x.shape[0], self.groups
         ho, wo = output_size(tuple(x.shape[-2:]), self.kernel_size, self.stride, self.padding, self.dilation)
-        weight = mix_kernels(pi, self.kernels.flatten(1)).view(n, g, self.out_channels // g, -1)  # (N, g, C_out/g, ·)
-        cols = im2col.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (N, C_in·k², L)
+        bank, taps_last = self._flat_bank()
+        weight = mix_kernels(pi, bank).view(n, g, self.out_channels // g, -1)  # (N, g, C_out/g, ·)
+        order = g if taps_last else 0  # columns' rows in the weight's order
+        cols = im2col.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride, order)  # (N, C_in·k², L)
         out = torch.matmul(weight, cols.view(n, g, -1, cols.shape[-1])).view(n, self.out_channels, ho, wo)
         bias = self._aggregated_bias(pi)
         return out if bias is None else out + bias.to(out.dtype)[:, :, None, None]

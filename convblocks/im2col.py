@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from . import cpu_ext
 from .kernel_op import KernelOp
+from .layout import to_memory_format
 
 
 def unfold(
@@ -23,11 +24,19 @@ def unfold(
     dilation: tuple[int, int] = (1, 1),
     padding: tuple[int, int] = (0, 0),
     stride: tuple[int, int] = (1, 1),
+    taps_first_groups: int = 0,
 ) -> torch.Tensor:
-    """``F.unfold``: ``(N, C, H, W) → (N, C·kh·kw, H'·W')``, same values and gradients."""
+    """``F.unfold``: ``(N, C, H, W) → (N, C·kh·kw, H'·W')``, same values and gradients. Rows come in
+    ``F.unfold``'s order (channel, tap), or with ``taps_first_groups = g ≥ 1`` in (group, tap, channel of the
+    group): the order of a channels-last conv weight ``(C_out, kh, kw, C/g)`` flattened per output."""
     if x.dim() == 4 and x.dtype in (torch.float32, torch.float64) and cpu_ext.usable(x):
-        return im2col(x.contiguous(), list(kernel_size), list(stride), list(padding), list(dilation))
-    return F.unfold(x, kernel_size, dilation, padding, stride)
+        x = to_memory_format(x, torch.contiguous_format)  # channels-last input: the compiled transpose
+        return im2col(x, list(kernel_size), list(stride), list(padding), list(dilation), taps_first_groups)
+    cols = F.unfold(x, kernel_size, dilation, padding, stride)
+    if taps_first_groups == 0:
+        return cols
+    n, c, taps, g = x.shape[0], x.shape[1], kernel_size[0] * kernel_size[1], taps_first_groups
+    return cols.view(n, g, c // g, taps, -1).transpose(2, 3).reshape(n, c * taps, -1)
 
 
 def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
@@ -35,13 +44,14 @@ def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
 
 
 def _im2col(
-    x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int], dilation: list[int]
+    x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int], dilation: list[int], groups: int
 ) -> torch.Tensor:
-    """Contiguous NCHW ``x`` on CPU → columns ``(N, C·kh·kw, H'·W')`` (``csrc/im2col.cpp``)."""
-    return cpu_ext.extension().im2col(x, kernel, stride, padding, dilation)
+    """Contiguous NCHW ``x`` on CPU → columns ``(N, C·kh·kw, H'·W')``, rows ordered as ``unfold``'s with
+    ``taps_first_groups = groups`` (``csrc/im2col.cpp``)."""
+    return cpu_ext.extension().im2col(x, kernel, stride, padding, dilation, groups)
 
 
-def _im2col_fake(x, kernel, stride, padding, dilation):
+def _im2col_fake(x, kernel, stride, padding, dilation, groups):
     n, c, h, w = x.shape
     ho = _out_size(h, kernel[0], stride[0], padding[0], dilation[0])
     wo = _out_size(w, kernel[1], stride[1], padding[1], dilation[1])
@@ -49,40 +59,39 @@ def _im2col_fake(x, kernel, stride, padding, dilation):
 
 
 def _col2im(
-    cols: torch.Tensor, size: list[int], kernel: list[int], stride: list[int], padding: list[int], dilation: list[int]
+    cols: torch.Tensor,
+    size: list[int],
+    kernel: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
 ) -> torch.Tensor:
-    """Contiguous columns ``(N, C·kh·kw, H'·W')`` on CPU → ``(N, C, H, W)`` with ``size = (H, W)``, overlapping
-    values summed (``csrc/im2col.cpp``)."""
-    return cpu_ext.extension().col2im(cols, size, kernel, stride, padding, dilation)
+    """Contiguous columns ``(N, C·kh·kw, H'·W')`` on CPU, rows in ``_im2col``'s order for ``groups`` → ``(N, C, H, W)``
+    with ``size = (H, W)``, overlapping values summed (``csrc/im2col.cpp``)."""
+    return cpu_ext.extension().col2im(cols, size, kernel, stride, padding, dilation, groups)
 
 
-def _col2im_fake(cols, size, kernel, stride, padding, dilation):
+def _col2im_fake(cols, size, kernel, stride, padding, dilation, groups):
     n, rows, _ = cols.shape
     return cols.new_empty((n, rows // (kernel[0] * kernel[1]), size[0], size[1]))
 
 
 def _im2col_setup(ctx, inputs, output):
-    x, ctx.kernel, ctx.stride, ctx.padding, ctx.dilation = inputs
+    x, *ctx.args = inputs  # kernel, stride, padding, dilation, groups
     ctx.size = list(x.shape[-2:])
 
 
 def _im2col_backward(ctx, grad):
-    return (
-        col2im(grad.contiguous(), ctx.size, ctx.kernel, ctx.stride, ctx.padding, ctx.dilation),
-        None,
-        None,
-        None,
-        None,
-    )
+    return col2im(grad.contiguous(), ctx.size, *ctx.args), None, None, None, None, None
 
 
 def _col2im_setup(ctx, inputs, output):
-    _, _, ctx.kernel, ctx.stride, ctx.padding, ctx.dilation = inputs
+    _, _, *ctx.args = inputs
 
 
 def _col2im_backward(ctx, grad):
-    cols = im2col(grad.contiguous(), ctx.kernel, ctx.stride, ctx.padding, ctx.dilation)
-    return cols, None, None, None, None, None
+    return im2col(grad.contiguous(), *ctx.args), None, None, None, None, None, None
 
 
 im2col = KernelOp("im2col", _im2col, _im2col_fake, _im2col_backward, _im2col_setup)

@@ -127,3 +127,24 @@ def test_auto_takes_unfold_on_cpu_where_each_output_sums_many_inputs():
     assert DynamicConv2d(64, 8, 3, padding=1).auto_impl(x[:, :64]) == "grouped"  # 576
     assert DynamicConv2d(128, 8, 3, padding=1, groups=2).auto_impl(x) == "grouped"  # 576
     assert DynamicConv2d(128, 8, 3, padding=1).auto_impl(x.to("meta")) == "grouped"  # not CPU
+
+
+@pytest.mark.parametrize("impl", ["grouped", "unfold"])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_channels_last_bank_uses_its_own_order_with_equal_results(impl, groups):
+    """A channels-last weight is mixed in its memory order, (C_out, kh, kw, C_in/g), and the columns' rows follow."""
+    torch.manual_seed(0)
+    ref = DynamicConv2d(12, 8, 3, padding=1, groups=groups, impl=impl, temperature=1.0).double()
+    fast = DynamicConv2d(12, 8, 3, padding=1, groups=groups, impl=impl, temperature=1.0).double()
+    fast.load_state_dict(ref.state_dict())
+    fast = fast.to(memory_format=torch.channels_last)
+    assert fast._flat_bank()[1] and not ref._flat_bank()[1]
+    x = torch.randn(3, 12, 6, 5, dtype=torch.float64)
+    xr, xf = x.clone().requires_grad_(), x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    out_r, out_f = ref(xr), fast(xf)
+    torch.testing.assert_close(out_f, out_r, rtol=1e-12, atol=1e-12)
+    go = torch.randn_like(out_r)
+    grads_r = torch.autograd.grad(out_r, [xr, ref.weight, ref.fc1.weight], go)
+    grads_f = torch.autograd.grad(out_f, [xf, fast.weight, fast.fc1.weight], go)
+    for a, b in zip(grads_f, grads_r, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -42,7 +42,7 @@ def test_col2im_equals_f_fold_and_both_pass_opcheck(shape, kernel, stride, paddi
     g = torch.Generator().manual_seed(7)
     cols = F.unfold(torch.randn(shape, generator=g, dtype=torch.float64), kernel, dilation, padding, stride)
     cols = torch.randn(cols.shape, generator=g, dtype=torch.float64)
-    args = ([*shape[-2:]], [*kernel], [*stride], [*padding], [*dilation])
+    args = ([*shape[-2:]], [*kernel], [*stride], [*padding], [*dilation], 0)
     assert torch.equal(im2col.col2im(cols, *args), F.fold(cols, shape[-2:], kernel, dilation, padding, stride))
     x = torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(im2col.im2col.op, (x, *args[1:]))
@@ -62,3 +62,18 @@ def test_other_dtypes_and_no_kernel_take_f_unfold(monkeypatch):
     x = torch.randn(2, 3, 6, 5, requires_grad=True)
     out = im2col.unfold(x, (3, 3), (1, 1), (1, 1), (1, 1))
     assert type(out.grad_fn).__name__ == "Im2ColBackward0" and torch.equal(out, F.unfold(x, 3, 1, 1, 1))
+
+
+@needs_kernel
+@pytest.mark.parametrize("groups", [1, 2, 6])
+def test_taps_first_rows_are_f_unfold_rows_reordered(groups):
+    """Rows (group, tap, channel of the group): F.unfold's (channel, tap) rows permuted, gradients alike."""
+    g = torch.Generator().manual_seed(groups)
+    x = torch.randn(2, 6, 5, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    ours = im2col.unfold(x, (3, 2), (1, 2), (1, 1), (2, 1), taps_first_groups=groups)
+    ref = F.unfold(x, (3, 2), (1, 2), (1, 1), (2, 1))
+    ref = ref.view(2, groups, 6 // groups, 6, -1).transpose(2, 3).reshape(ref.shape)
+    assert torch.equal(ours, ref)
+    go = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    assert torch.equal(torch.autograd.grad(ours, x, go)[0], torch.autograd.grad(ref, x, go)[0])
+    torch.library.opcheck(im2col.col2im.op, (go.requires_grad_(), [5, 7], [3, 2], [2, 1], [1, 1], [1, 2], groups))

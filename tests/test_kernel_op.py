@@ -17,7 +17,7 @@ def _grads(out, inputs):
 @needs_kernel
 def test_eager_path_and_custom_op_agree_with_gradients():
     x = torch.randn(2, 4, 6, 5, dtype=torch.float64, requires_grad=True)
-    args = ([3, 3], [1, 2], [1, 0], [1, 1])
+    args = ([3, 3], [1, 2], [1, 0], [1, 1], 0)
     eager, op = im2col.im2col(x, *args), im2col.im2col.op(x, *args)
     assert "eager" in type(eager.grad_fn).__name__ and "eager" not in type(op.grad_fn).__name__
     assert torch.equal(eager, op) and torch.equal(_grads(eager, x)[0], _grads(op, x)[0])

@@ -20,9 +20,10 @@ at::Tensor group_sum(const at::Tensor& z, int64_t groups);
 at::Tensor group_repeat(const at::Tensor& y, int64_t group_size);
 at::Tensor transpose_last(const at::Tensor& x);
 at::Tensor im2col(const at::Tensor& x, std::vector<int64_t> kernel, std::vector<int64_t> stride,
-                  std::vector<int64_t> padding, std::vector<int64_t> dilation);
+                  std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t groups);
 at::Tensor col2im(const at::Tensor& cols, std::vector<int64_t> size, std::vector<int64_t> kernel,
-                  std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation);
+                  std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation,
+                  int64_t groups);
 at::Tensor cat_channels_first(const std::vector<at::Tensor>& xs);
 std::vector<at::Tensor> split_channels_last(const at::Tensor& y, std::vector<int64_t> sizes);
 std::vector<at::Tensor> mix_kernels_backward(const at::Tensor& grad, const at::Tensor& pi, const at::Tensor& bank);
