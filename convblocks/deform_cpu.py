@@ -5,7 +5,8 @@ bilinear weights per point and a vectorised loop over channels, and does the who
 offset and mask gradients) in one pass. It is part of convzoo's CPU extension (``cpu_ext``, compiled once
 per machine). Where it cannot be built, ``kernel()`` returns None and ``deform_conv2d`` falls back to
 ``native``. ``CONVZOO_DEFORM_KERNEL=0`` turns it off. Forward and backward are ``torch.library`` custom ops
-(``convzoo::deform_fused`` and its backward) with fake implementations, so ``torch.compile`` runs the kernel.
+(``convzoo::deform_fused`` and its backward, as ``KernelOp``s) with fake implementations, so ``torch.compile``
+runs the kernel.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch.utils.flop_counter import register_flop_formula
 
 from . import cpu_ext
 from .deform_fused import chunk_size
+from .kernel_op import KernelOp
 from .layout import to_memory_format
 
 
@@ -60,8 +62,7 @@ def deform_conv2d_fused(
         return deform_fused(xl, off, m, weight, list(stride), list(padding), list(dilation), compute_dtype)
 
 
-@torch.library.custom_op("convzoo::deform_fused", mutates_args=())
-def deform_fused(
+def _deform_fused(
     xl: torch.Tensor,
     offset: torch.Tensor,
     mask: torch.Tensor | None,
@@ -81,14 +82,12 @@ def deform_fused(
     return torch.cat(outs) if len(outs) > 1 else outs[0]
 
 
-@deform_fused.register_fake
-def _(xl, offset, mask, weight, stride, padding, dilation, compute_dtype):
+def _deform_fused_fake(xl, offset, mask, weight, stride, padding, dilation, compute_dtype):
     length = offset.shape[-2] * offset.shape[-1]
     return xl.new_empty((xl.shape[0], weight.shape[0], length), dtype=compute_dtype)
 
 
-@torch.library.custom_op("convzoo::deform_fused_backward", mutates_args=())
-def deform_fused_backward(
+def _deform_fused_backward(
     grad_out: torch.Tensor,
     xl: torch.Tensor,
     offset: torch.Tensor,
@@ -140,24 +139,9 @@ def deform_fused_backward(
     return gx, goff, gmask, (gw if need_w else weight.new_empty(0))
 
 
-@deform_fused_backward.register_fake
-def _(grad_out, xl, offset, mask, weight, stride, padding, dilation, compute_dtype, needs):
+def _deform_fused_backward_fake(grad_out, xl, offset, mask, weight, stride, padding, dilation, compute_dtype, needs):
     like = (xl, offset, mask if mask is not None else xl, weight)
     return tuple(t.new_empty(t.shape if need and t is not None else (0,)) for t, need in zip(like, needs, strict=True))
-
-
-@register_flop_formula(torch.ops.convzoo.deform_fused)
-def _forward_flops(xl_shape, offset_shape, mask_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
-    """The GEMM's FLOPs, ``2 · (N·C_out·L) · K·C/g``, as ``FlopCounterMode`` counts a conv (sampling is not counted)."""
-    return 2 * math.prod(out_shape) * math.prod(w_shape[1:])
-
-
-@register_flop_formula(torch.ops.convzoo.deform_fused_backward)
-def _backward_flops(grad_shape, xl_shape, offset_shape, mask_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
-    """One GEMM of the forward's size for the column gradient, one for the weight gradient, as needed."""
-    needs = args[-1]
-    gemms = int(any(needs[:3])) + int(needs[3])
-    return gemms * 2 * math.prod(grad_shape) * math.prod(w_shape[1:])
 
 
 def _setup_context(ctx, inputs, output):
@@ -173,7 +157,22 @@ def _backward(ctx, grad_out):
     return (*(g if need else None for g, need in zip(grads, needs, strict=True)), None, None, None, None)
 
 
-deform_fused.register_autograd(_backward, setup_context=_setup_context)
+deform_fused = KernelOp("deform_fused", _deform_fused, _deform_fused_fake, _backward, _setup_context)
+deform_fused_backward = KernelOp("deform_fused_backward", _deform_fused_backward, _deform_fused_backward_fake)
+
+
+@register_flop_formula(torch.ops.convzoo.deform_fused)
+def _forward_flops(xl_shape, offset_shape, mask_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    """The GEMM's FLOPs, ``2 · (N·C_out·L) · K·C/g``, as ``FlopCounterMode`` counts a conv (sampling is not counted)."""
+    return 2 * math.prod(out_shape) * math.prod(w_shape[1:])
+
+
+@register_flop_formula(torch.ops.convzoo.deform_fused_backward)
+def _backward_flops(grad_shape, xl_shape, offset_shape, mask_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    """One GEMM of the forward's size for the column gradient, one for the weight gradient, as needed."""
+    needs = args[-1]
+    gemms = int(any(needs[:3])) + int(needs[3])
+    return gemms * 2 * math.prod(grad_shape) * math.prod(w_shape[1:])
 
 
 def _chunks(xl: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor) -> list[tuple[int, int]]:

@@ -140,11 +140,11 @@ def test_custom_ops_pass_opcheck():
     for mask in (m, None):
         leaves = [t.clone().requires_grad_() for t in (xl, off, w)]
         mask = None if mask is None else mask.clone().requires_grad_()
-        torch.library.opcheck(deform_cpu.deform_fused, (leaves[0], leaves[1], mask, leaves[2], *geometry))
+        torch.library.opcheck(deform_cpu.deform_fused.op, (leaves[0], leaves[1], mask, leaves[2], *geometry))
         go = torch.randn(2, 4, 42, generator=g, dtype=torch.float64)
         needs = [True, False, mask is not None, True]
         plain_mask = None if mask is None else m
-        torch.library.opcheck(deform_cpu.deform_fused_backward, (go, xl, off, plain_mask, w, *geometry, needs))
+        torch.library.opcheck(deform_cpu.deform_fused_backward.op, (go, xl, off, plain_mask, w, *geometry, needs))
 
 
 def test_torch_compile_runs_the_fused_op_with_eager_results():
