@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from . import im2col
 from .conv import IntOrPair, check_groups, conv_geometry, conv_repr, output_size
 from .kernel_mix import mix_kernels
+from .layout import to_memory_format
 from .registry import register_block
 
 DYNAMIC_IMPLS = ("auto", "grouped", "unfold", "mixture")
@@ -123,18 +124,22 @@ class DynamicConv2d(nn.Module):
         return None if self.bias is None else pi @ self.bias  # (N, C_out)
 
     def forward_grouped(self, x: torch.Tensor, pi: torch.Tensor) -> torch.Tensor:
-        """Per-sample kernels, batch folded into conv groups: ``(N, C_in, H, W) → (N, C_out, H', W')``."""
+        """Per-sample kernels, batch folded into conv groups: ``(N, C_in, H, W) → (N, C_out, H', W')``.
+
+        Folding the batch into channels needs NCHW memory, so channels-last inputs and per-sample weights are
+        transposed first (compiled transpose; a channels-last weight with an NCHW input runs oneDNN's slow path)."""
         n, c, h, w = x.shape
         bank, taps_last = self._flat_bank()
         cin_g, kh, kw = self.weight.shape[1:]
         mixed = mix_kernels(pi, bank)
         if taps_last:
             weight = mixed.view(n * self.out_channels, kh, kw, cin_g).permute(0, 3, 1, 2)
+            weight = to_memory_format(weight, torch.contiguous_format)
         else:
             weight = mixed.view(n * self.out_channels, cin_g, kh, kw)
         bias = self._aggregated_bias(pi)
         out = F.conv2d(
-            x.reshape(1, n * c, h, w),
+            to_memory_format(x, torch.contiguous_format).view(1, n * c, h, w),
             weight,
             None if bias is None else bias.flatten(),
             self.stride,
