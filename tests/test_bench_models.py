@@ -1,0 +1,55 @@
+"""tools/bench_models.py: the training step it times is the recipe's, and a quick run end to end."""
+
+import json
+import warnings
+
+import pytest
+import torch
+from helpers import ROOT, TINY, tool
+
+from models.compare.train_cost import _loss, train_step_costs
+from models.recipe import load_recipe
+from models.runner import build_datamodule, build_module
+
+
+def test_timed_loss_is_the_training_step_loss():
+    recipe = load_recipe(ROOT / "configs/pose_baseline.yaml", TINY)
+    datamodule = build_datamodule(recipe)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    module = build_module(recipe).train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # self.log outside a Trainer
+        expected = module.training_step(batch, 0)
+    assert torch.equal(_loss(module, batch), expected)
+
+
+def test_train_step_costs_time_every_variant_at_its_batch_size():
+    recipes = {
+        "a": load_recipe(ROOT / "configs/pose_baseline.yaml", TINY),
+        "b": load_recipe(ROOT / "configs/pose_baseline.yaml", [*TINY, "data.batch_size=2"]),
+    }
+    costs = train_step_costs(recipes, reps=1, warmup=0)
+    assert [costs[k]["batch_size"] for k in "ab"] == [4, 2]
+    for c in costs.values():
+        assert c["train_step_ms"] > 0 and c["train_images_per_s"] == pytest.approx(
+            c["batch_size"] / c["train_step_ms"] * 1e3
+        )
+
+
+def test_quick_run_writes_a_row_per_recipe(tmp_path):
+    out = tmp_path / "models.json"
+    recipes = [str(ROOT / "configs/pose_baseline.yaml"), str(ROOT / "configs/pose_coordconv.yaml")]
+    proc = tool("bench_models.py", *recipes, *TINY, "--reps", "1", "--warmup", "0", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["models"]
+    assert list(rows) == ["pose_baseline", "pose_coordconv"]
+    assert rows["pose_coordconv"]["params"] > rows["pose_baseline"]["params"]  # coordinate weights
+    assert "pose_coordconv" in proc.stdout and "x first" in proc.stdout
+
+
+def test_bad_input_is_one_line():
+    proc = tool("bench_models.py", "model.backbone.name=resnet18")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: no recipe given") and "Traceback" not in proc.stderr
+    proc = tool("bench_models.py", str(ROOT / "configs/nope.yaml"))
+    assert proc.returncode == 2 and "nope.yaml" in proc.stderr and "Traceback" not in proc.stderr
