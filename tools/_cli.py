@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from collections.abc import Callable, Mapping
+
+import torch
 
 from convblocks import BlockConfigError
 from data import DataError
@@ -39,3 +42,24 @@ def stats_table(stats: Mapping[str, float], title: str = "") -> str:
     rule = "|" + "|".join("---:" for _ in names) + "|"
     row = "| " + " | ".join(f"{stats[n]:.3f}" for n in names) + " |"
     return "\n".join(([title] if title else []) + [head, rule, row])
+
+
+def machine_info(device: torch.device) -> dict:
+    """CPU model, cores, torch threads and versions (and the GPU) for a benchmark's JSON."""
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info

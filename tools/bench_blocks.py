@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from _cli import machine_info
 from bench_peers import PEERS
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -237,26 +237,6 @@ def bench_shape(shape, names, device, reps, warmup, channels_last, compile_, amp
             r["train_x_peer"] = r["train_ms"] / peer["train_ms"]
             r["fwd_x_peer"] = r["fwd_ms"] / peer["fwd_ms"]
     return rows
-
-
-def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 def format_table(rows: list[dict]) -> str:

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
 
 import torch
-from _cli import run
+from _cli import machine_info, run
 
 from models.compare.cost import model_costs
 from models.compare.train_cost import train_step_costs
@@ -31,7 +30,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="runs/bench_models.json")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     overrides = [a for a in args.inputs if "=" in a]
     files = [a for a in args.inputs if "=" not in a]
     if not files:
@@ -54,8 +53,8 @@ def main() -> int:
             f"{name:24s} {r['params']:9.2f} {r['gflops']:7.3f} {r['batch_size']:5d} {r['train_step_ms']:8.1f} "
             f"{step_ratio:7.2f} {r['train_images_per_s']:7.1f} {r['latency_ms']:7.2f} {lat_ratio:7.2f}"
         )
-    meta = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__, "device": args.device}
-    meta.update(reps=args.reps, warmup=args.warmup, threads=torch.get_num_threads(), overrides=overrides)
+    meta = {"machine": machine_info(torch.device(args.device)), "reps": args.reps, "warmup": args.warmup}
+    meta["overrides"] = overrides
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "models": rows}, indent=2))
     print(f"wrote {args.out}")
