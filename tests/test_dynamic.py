@@ -148,3 +148,18 @@ def test_channels_last_bank_uses_its_own_order_with_equal_results(impl, groups):
     grads_f = torch.autograd.grad(out_f, [xf, fast.weight, fast.fc1.weight], go)
     for a, b in zip(grads_f, grads_r, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_inductor_compiles_the_unfold_formulation_with_eager_results():
+    """``auto`` at 128 channels takes im2col + matmul; inductor keeps the compiled im2col and mix as ops."""
+    torch.manual_seed(0)
+    block = DynamicConv2d(128, 16, 3, padding=1, temperature=1.0)
+    x = torch.randn(3, 128, 6, 5, requires_grad=True)
+    assert block.auto_impl(x) == "unfold"
+    out, ref = torch.compile(block, fullgraph=True)(x), block(x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad(out, [x, block.weight], g), torch.autograd.grad(ref, [x, block.weight], g)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
