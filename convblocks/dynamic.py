@@ -156,8 +156,8 @@ class DynamicConv2d(nn.Module):
         bank, taps_last = self._flat_bank()
         weight = mix_kernels(pi, bank).view(n, g, self.out_channels // g, -1)  # (N, g, C_out/g, ·)
         order = g if taps_last else 0  # columns' rows in the weight's order
-        cols = im2col.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride, order)  # (N, C_in·k², L)
-        out = torch.matmul(weight, cols.view(n, g, -1, cols.shape[-1])).view(n, self.out_channels, ho, wo)
+        out = im2col.unfold_matmul(x, weight, self.kernel_size, self.dilation, self.padding, self.stride, order)
+        out = out.view(n, self.out_channels, ho, wo)
         bias = self._aggregated_bias(pi)
         return out if bias is None else out + bias.to(out.dtype)[:, :, None, None]
 

@@ -5,7 +5,8 @@ columns. PyTorch's im2col and col2im copy one kernel offset's short row at a tim
 formulation's step at 16×256×16×12 (7.7 + 9.7 ms); ``csrc/im2col.cpp`` copies each row's valid span as one run.
 ``unfold`` uses it, as the op ``convzoo::im2col`` (gradient ``convzoo::col2im`` and back; see ``KernelOp``), for float32
 and float64 on CPU where the extension is built, and ``F.unfold`` elsewhere. Values are equal to ``F.unfold``'s
-(copies) and the gradient to ``F.fold``'s (same order of sums).
+(copies) and the gradient to ``F.fold``'s (same order of sums). ``unfold_matmul`` is the formulation's product,
+taking the columns again in backward instead of keeping them: they are ``kh·kw`` times the input.
 """
 
 from __future__ import annotations
@@ -37,6 +38,49 @@ def unfold(
         return cols
     n, c, taps, g = x.shape[0], x.shape[1], kernel_size[0] * kernel_size[1], taps_first_groups
     return cols.view(n, g, c // g, taps, -1).transpose(2, 3).reshape(n, c * taps, -1)
+
+
+def unfold_matmul(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    kernel_size: tuple[int, int],
+    dilation: tuple[int, int] = (1, 1),
+    padding: tuple[int, int] = (0, 0),
+    stride: tuple[int, int] = (1, 1),
+    taps_first_groups: int = 0,
+) -> torch.Tensor:
+    """``weight (N, g, M, R) @ unfold(x)`` viewed ``(N, g, R, L)`` → ``(N, g, M, L)``: a conv with per-sample
+    weights. Where the compiled kernels apply, the columns (``kh·kw`` times the input) are not kept for backward
+    but taken again from ``x`` (one more im2col); elsewhere autograd keeps them."""
+    args = (kernel_size, dilation, padding, stride, taps_first_groups)
+    if x.dim() == 4 and x.dtype in (torch.float32, torch.float64) and cpu_ext.usable(x):
+        return _UnfoldMatmul.apply(to_memory_format(x, torch.contiguous_format), weight, *args)
+    cols = unfold(x, *args)
+    return torch.matmul(weight, cols.view(*weight.shape[:2], -1, cols.shape[-1]))
+
+
+class _UnfoldMatmul(torch.autograd.Function):
+    """``unfold_matmul`` keeping ``x`` and ``weight`` for backward instead of the columns."""
+
+    @staticmethod
+    def forward(ctx, x, weight, kernel_size, dilation, padding, stride, groups):
+        ctx.save_for_backward(x, weight)
+        ctx.args = (list(kernel_size), list(stride), list(padding), list(dilation), groups)
+        cols = im2col(x, *ctx.args)
+        return torch.matmul(weight, cols.view(*weight.shape[:2], -1, cols.shape[-1]))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[:2]
+        grad, gx, gw = grad.contiguous(), None, None  # an expanded gradient (from a sum) once, not per product
+        if need_w:
+            cols = im2col(x, *ctx.args)
+            gw = torch.matmul(grad, cols.view(*weight.shape[:2], -1, cols.shape[-1]).transpose(-1, -2))
+        if need_x:
+            gcols = torch.matmul(weight.transpose(-1, -2), grad)  # (N, g, R, L)
+            gx = col2im(gcols.reshape(x.shape[0], -1, grad.shape[-1]), list(x.shape[-2:]), *ctx.args)
+        return gx, gw, None, None, None, None, None
 
 
 def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:

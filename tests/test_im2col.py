@@ -77,3 +77,27 @@ def test_taps_first_rows_are_f_unfold_rows_reordered(groups):
     go = torch.randn(ref.shape, generator=g, dtype=torch.float64)
     assert torch.equal(torch.autograd.grad(ours, x, go)[0], torch.autograd.grad(ref, x, go)[0])
     torch.library.opcheck(im2col.col2im.op, (go.requires_grad_(), [5, 7], [3, 2], [2, 1], [1, 1], [1, 2], groups))
+
+
+@needs_kernel
+@pytest.mark.parametrize("groups,order", [(1, 0), (2, 0), (2, 2)])
+def test_unfold_matmul_equals_matmul_of_columns_and_keeps_no_columns(groups, order):
+    """Per-sample weights times the columns: equal to matmul over ``unfold``'s columns, forward and both
+    gradients; what autograd keeps is the input and the weights, not the k²-times-larger columns."""
+    g = torch.Generator().manual_seed(groups + order)
+    x = torch.randn(3, 6, 7, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, groups, 4, 6 // groups * 9, generator=g, dtype=torch.float64, requires_grad=True)
+    args = ((3, 3), (1, 2), (1, 1), (2, 1), order)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        ours = im2col.unfold_matmul(x, w, *args)
+    cols = im2col.unfold(x, *args)
+    ref = torch.matmul(w, cols.view(3, groups, -1, cols.shape[-1]))
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    assert cols.numel() not in saved and sorted(saved) == sorted([x.numel(), w.numel()])
+    go = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    expected = torch.autograd.grad(ref, (x, w), go)
+    for a, b in zip(torch.autograd.grad(ours, (x, w), go), expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    (gw,) = torch.autograd.grad(im2col.unfold_matmul(x.detach(), w, *args), w, go)  # weight gradient alone
+    torch.testing.assert_close(gw, expected[1], rtol=1e-12, atol=1e-12)
