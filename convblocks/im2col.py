@@ -74,9 +74,10 @@ class _UnfoldMatmul(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         need_x, need_w = ctx.needs_input_grad[:2]
         grad, gx, gw = grad.contiguous(), None, None  # an expanded gradient (from a sum) once, not per product
-        if need_w:
-            cols = im2col(x, *ctx.args)
-            gw = torch.matmul(grad, cols.view(*weight.shape[:2], -1, cols.shape[-1]).transpose(-1, -2))
+        if need_w:  # the columns only live for this product
+            cols = im2col(x, *ctx.args).view(*weight.shape[:2], -1, grad.shape[-1])
+            gw = torch.matmul(grad, cols.transpose(-1, -2))
+            del cols
         if need_x:
             gcols = torch.matmul(weight.transpose(-1, -2), grad)  # (N, g, R, L)
             gx = col2im(gcols.reshape(x.shape[0], -1, grad.shape[-1]), list(x.shape[-2:]), *ctx.args)
