@@ -30,7 +30,7 @@ def unfold(
     """``F.unfold``: ``(N, C, H, W) → (N, C·kh·kw, H'·W')``, same values and gradients. Rows come in
     ``F.unfold``'s order (channel, tap), or with ``taps_first_groups = g ≥ 1`` in (group, tap, channel of the
     group): the order of a channels-last conv weight ``(C_out, kh, kw, C/g)`` flattened per output."""
-    if x.dim() == 4 and x.dtype in (torch.float32, torch.float64) and cpu_ext.usable(x):
+    if _compiled(x):
         x = to_memory_format(x, torch.contiguous_format)  # channels-last input: the compiled transpose
         return im2col(x, list(kernel_size), list(stride), list(padding), list(dilation), taps_first_groups)
     cols = F.unfold(x, kernel_size, dilation, padding, stride)
@@ -53,7 +53,7 @@ def unfold_matmul(
     weights. Where the compiled kernels apply, the columns (``kh·kw`` times the input) are not kept for backward
     but taken again from ``x`` (one more im2col); elsewhere autograd keeps them."""
     args = (kernel_size, dilation, padding, stride, taps_first_groups)
-    if x.dim() == 4 and x.dtype in (torch.float32, torch.float64) and cpu_ext.usable(x):
+    if _compiled(x):
         return _UnfoldMatmul.apply(to_memory_format(x, torch.contiguous_format), weight, *args)
     cols = unfold(x, *args)
     return torch.matmul(weight, cols.view(*weight.shape[:2], -1, cols.shape[-1]))
@@ -82,6 +82,11 @@ class _UnfoldMatmul(torch.autograd.Function):
             gcols = torch.matmul(weight.transpose(-1, -2), grad)  # (N, g, R, L)
             gx = col2im(gcols.reshape(x.shape[0], -1, grad.shape[-1]), list(x.shape[-2:]), *ctx.args)
         return gx, gw, None, None, None, None, None
+
+
+def _compiled(x: torch.Tensor) -> bool:
+    """The compiled kernels apply: a 4-D float32/float64 CPU tensor, the extension built, no jit/export capture."""
+    return x.dim() == 4 and x.dtype in (torch.float32, torch.float64) and cpu_ext.usable(x)
 
 
 def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
