@@ -103,3 +103,15 @@ def usable(x: torch.Tensor) -> bool:
     ``torch.export`` capture (their graphs are meant to run without it; ``torch.compile`` keeps the ops)."""
     capturing = torch.jit.is_tracing() or torch.compiler.is_exporting()
     return x.device.type == "cpu" and not capturing and available()
+
+
+def float_kernels_usable(*tensors: torch.Tensor) -> bool:
+    """The float kernels (group sums, grouped forward and weight gradient, kernel mix, im2col) apply: float32 or
+    float64 tensors of one dtype, no CPU autocast (their inputs would meet lower-precision gradients), ``usable``."""
+    first = tensors[0]
+    return (
+        first.dtype in (torch.float32, torch.float64)
+        and all(t.dtype == first.dtype for t in tensors)
+        and not torch.is_autocast_enabled("cpu")
+        and usable(first)
+    )

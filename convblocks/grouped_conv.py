@@ -127,12 +127,7 @@ def _interleave(sums: list[torch.Tensor]) -> torch.Tensor:
 
 def kernels_usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """CPU, float32/64 without autocast, not captured by jit.trace/export, the extension built: kernels apply."""
-    return (
-        x.dtype in (torch.float32, torch.float64)
-        and weight.dtype == x.dtype
-        and not torch.is_autocast_enabled("cpu")
-        and cpu_ext.usable(x)
-    )
+    return cpu_ext.float_kernels_usable(x, weight)
 
 
 class DepthwiseSum(torch.autograd.Function):

@@ -85,8 +85,9 @@ class _UnfoldMatmul(torch.autograd.Function):
 
 
 def _compiled(x: torch.Tensor) -> bool:
-    """The compiled kernels apply: a 4-D float32/float64 CPU tensor, the extension built, no jit/export capture."""
-    return x.dim() == 4 and x.dtype in (torch.float32, torch.float64) and cpu_ext.usable(x)
+    """The compiled kernels apply to ``x``: 4-D, and ``cpu_ext.float_kernels_usable`` (under autocast the matmul
+    runs in bfloat16 and its gradients could not meet the float columns)."""
+    return x.dim() == 4 and cpu_ext.float_kernels_usable(x)
 
 
 def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:

@@ -19,12 +19,7 @@ from .kernel_op import KernelOp
 
 def mix_kernels(pi: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     """``π (N, K) @ bank (K, P) → (N, P)``, through the compiled kernel where it applies."""
-    compiled = (
-        pi.dtype == bank.dtype
-        and bank.dtype in (torch.float32, torch.float64)
-        and not torch.is_autocast_enabled("cpu")
-        and cpu_ext.usable(bank)
-    )
+    compiled = cpu_ext.float_kernels_usable(bank, pi)
     return mix_kernels_op(pi.contiguous(), bank.contiguous()) if compiled else pi @ bank
 
 

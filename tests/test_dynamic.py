@@ -163,3 +163,15 @@ def test_inductor_compiles_the_unfold_formulation_with_eager_results():
     grads = torch.autograd.grad(out, [x, block.weight], g), torch.autograd.grad(ref, [x, block.weight], g)
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_unfold_formulation_trains_under_bf16_autocast():
+    """Under CPU autocast the product runs in bfloat16; the gradients reach input and kernels, finite."""
+    torch.manual_seed(0)
+    block = DynamicConv2d(128, 16, 3, padding=1, impl="unfold")
+    x = torch.randn(2, 128, 6, 5, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = block(x)
+    torch.testing.assert_close(out.float(), block(x).detach(), rtol=0.05, atol=0.05)
+    out.float().square().sum().backward()
+    assert x.grad.dtype == torch.float32 and torch.isfinite(x.grad).all() and torch.isfinite(block.weight.grad).all()
