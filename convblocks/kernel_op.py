@@ -45,7 +45,9 @@ class KernelOp:
     def __call__(self, *args: Any) -> Any:
         if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
             return self.op(*args)
-        if self.function is not None and torch.is_grad_enabled() and _requires_grad(args, self.list_input):
+        if torch.is_grad_enabled() and _requires_grad(args, self.list_input):
+            if self.function is None:  # no gradient formula: the op, whose backward says so, not a silent detach
+                return self.op(*args)
             if self.list_input:
                 return self.function.apply(len(args[0]), *args[0], *args[1:])
             return self.function.apply(*args)

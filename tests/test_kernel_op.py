@@ -60,3 +60,13 @@ def test_compiled_unfold_formulation_matches_eager():
     params = [x, block.weight, block.fc2.weight]
     for a, b in zip(_grads(out, params), _grads(ref, params), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@needs_kernel
+def test_an_op_without_gradient_formula_does_not_detach_silently():
+    """Called with inputs that need gradients, it goes through the custom op, whose backward raises."""
+    grad, pi, bank = torch.randn(2, 6), torch.softmax(torch.randn(2, 3), 1), torch.randn(3, 6, requires_grad=True)
+    gpi, _ = kernel_mix.mix_kernels_backward(grad, pi, bank)
+    assert gpi.requires_grad
+    with pytest.raises(RuntimeError, match="no autograd formula"):
+        gpi.sum().backward()
