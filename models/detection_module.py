@@ -17,12 +17,20 @@ class DetectionModule(EvaluatedModule):
         """List of ``(3, H, W)`` images in [0, 1] → per image ``boxes (M, 4)`` xyxy, ``scores``, ``labels``."""
         return self.model(images)
 
-    def training_step(self, batch: tuple[list[torch.Tensor], list[dict[str, Any]]], batch_idx: int) -> torch.Tensor:
+    def detection_losses(self, batch: tuple[list[torch.Tensor], list[dict[str, Any]]]) -> dict[str, torch.Tensor]:
+        """The detector's training losses on ``batch`` (images and their targets), by name."""
         images, targets = batch
-        losses = self.model(images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
+        return self.model(images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
+
+    def training_loss(self, batch: tuple[list[torch.Tensor], list[dict[str, Any]]]) -> torch.Tensor:
+        """The loss a training step minimises: the sum of the detector's losses."""
+        return sum(self.detection_losses(batch).values())
+
+    def training_step(self, batch: tuple[list[torch.Tensor], list[dict[str, Any]]], batch_idx: int) -> torch.Tensor:
+        losses = self.detection_losses(batch)
         loss = sum(losses.values())
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(images))
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(batch[0]))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch[0]))
         return loss
 
     def validation_step(self, batch: tuple[list[torch.Tensor], list[dict[str, Any]]], batch_idx: int) -> None:

@@ -57,8 +57,12 @@ class PoseModule(EvaluatedModule):
             )
         return heatmap_loss(out, batch["heatmap"], batch["target_weight"])
 
+    def training_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The loss a training step minimises on ``batch``."""
+        return self.loss(self(batch["image"]), batch)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self(batch["image"]), batch)
+        loss = self.training_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import ROOT, TINY, tool
 
-from models.compare.train_cost import _loss, train_step_costs
+from models.compare.train_cost import train_step_costs
 from models.recipe import load_recipe
 from models.runner import build_datamodule, build_module
 
@@ -21,7 +21,7 @@ def test_timed_loss_is_the_training_step_loss():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # self.log outside a Trainer
         expected = module.training_step(batch, 0)
-    assert torch.equal(_loss(module, batch), expected)
+    assert torch.equal(module.training_loss(batch), expected)
 
 
 def test_train_step_costs_time_every_variant_at_its_batch_size():

@@ -8,31 +8,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import move_data_to_device
 
 from ..optim import build_optimizer
-from ..pose_module import PoseModule
 from ..recipe import Recipe
 from ..runner import build_datamodule, build_module
-
-
-def _to(batch: Any, device: torch.device) -> Any:
-    """A collated batch (dicts, lists and tuples of tensors) on ``device``."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device)
-    if isinstance(batch, dict):
-        return {k: _to(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_to(v, device) for v in batch)
-    return batch
-
-
-def _loss(module: Any, batch: Any) -> torch.Tensor:
-    """The training loss of ``module`` on ``batch``, as its ``training_step`` computes it (without logging)."""
-    if isinstance(module, PoseModule):
-        return module.loss(module(batch["image"]), batch)
-    images, targets = batch
-    losses = module.model(images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
-    return sum(losses.values())
 
 
 def train_step_costs(
@@ -49,7 +29,7 @@ def train_step_costs(
     for variant, recipe in recipes.items():
         datamodule = build_datamodule(recipe)
         datamodule.setup("fit")
-        batch = _to(next(iter(datamodule.train_dataloader())), device)
+        batch = move_data_to_device(next(iter(datamodule.train_dataloader())), device)
         torch.manual_seed(recipe.train.seed)
         module = build_module(recipe).to(device).train()
         images = batch["image"].shape[0] if isinstance(batch, dict) else len(batch[0])
@@ -61,7 +41,7 @@ def train_step_costs(
             sync()
             start = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            _loss(module, batch).backward()
+            module.training_loss(batch).backward()
             optimizer.step()
             sync()
             if round_ >= warmup:
