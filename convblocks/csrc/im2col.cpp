@@ -106,8 +106,24 @@ Geometry geometry(int64_t H, int64_t W, const std::vector<int64_t>& kernel, cons
   return g;
 }
 
-// Planes per task: enough work per task (about 16 K values) to keep the scheduling cost small.
-int64_t grain(int64_t values_per_plane) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, values_per_plane)); }
+// fn(p, first, step) for every (sample, channel) plane p = n * C + c, in parallel, with where its rows go; about
+// 16 K values per task keep the scheduling cost small.
+template <typename Fn>
+void for_each_plane(int64_t N, const Rows& order, const Geometry& g, const Fn& fn) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, order.taps * g.Ho * g.Wo));
+  at::parallel_for(0, N * order.C, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      int64_t first, step;
+      order.of(p % order.C, first, step);
+      fn(p, first, step);
+    }
+  });
+}
+
+Rows row_order(int64_t C, const Geometry& g, int64_t groups) {
+  TORCH_CHECK(groups >= 0 && (groups == 0 || C % groups == 0), "im2col/col2im: groups must divide the channels");
+  return Rows{C, g.kh * g.kw, groups};
+}
 
 }  // namespace
 
@@ -118,19 +134,14 @@ at::Tensor im2col(const at::Tensor& x, std::vector<int64_t> kernel, std::vector<
   TORCH_CHECK(x.dim() == 4 && x.is_contiguous() && !x.is_cuda(), "im2col: a contiguous NCHW CPU tensor expected");
   const auto g = geometry(x.size(2), x.size(3), kernel, stride, padding, dilation);
   const int64_t N = x.size(0), C = x.size(1), rows = g.kh * g.kw, L = g.Ho * g.Wo;
-  TORCH_CHECK(groups >= 0 && (groups == 0 || C % groups == 0), "im2col: groups must divide the channels");
-  const Rows order{C, rows, groups};
+  const Rows order = row_order(C, g, groups);
   auto out = at::empty({N, C * rows, L}, x.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "im2col", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, N * C, grain(rows * L), [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) {
-        int64_t first, step;
-        order.of(p % C, first, step);
-        im2col_plane(xp + p * g.H * g.W, op + p / C * C * rows * L, first, step, g);
-      }
+    for_each_plane(N, order, g, [&](int64_t p, int64_t first, int64_t step) {
+      im2col_plane(xp + p * g.H * g.W, op + p / C * C * rows * L, first, step, g);
     });
   });
   return out;
@@ -147,19 +158,14 @@ at::Tensor col2im(const at::Tensor& cols, std::vector<int64_t> size, std::vector
   const int64_t N = cols.size(0), rows = g.kh * g.kw, L = g.Ho * g.Wo;
   TORCH_CHECK(cols.size(1) % rows == 0 && cols.size(2) == L, "col2im: columns do not match the kernel and size");
   const int64_t C = cols.size(1) / rows;
-  TORCH_CHECK(groups >= 0 && (groups == 0 || C % groups == 0), "col2im: groups must divide the channels");
-  const Rows order{C, rows, groups};
+  const Rows order = row_order(C, g, groups);
   auto out = at::empty({N, C, g.H, g.W}, cols.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(cols.scalar_type(), "col2im", [&] {
     const scalar_t* cp = cols.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, N * C, grain(rows * L), [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) {
-        int64_t first, step;
-        order.of(p % C, first, step);
-        col2im_plane(cp + p / C * C * rows * L, op + p * g.H * g.W, first, step, g);
-      }
+    for_each_plane(N, order, g, [&](int64_t p, int64_t first, int64_t step) {
+      col2im_plane(cp + p / C * C * rows * L, op + p * g.H * g.W, first, step, g);
     });
   });
   return out;
