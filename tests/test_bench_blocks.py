@@ -45,3 +45,21 @@ def test_quick_run_writes_peak_memory_and_ratios(tmp_path, capsys):
         assert r["peak_mb"] > 0 and r["train_ms"] > 0
     assert rows[0]["train_x_conv"] == 1.0
     assert "peak MB" in capsys.readouterr().out
+
+
+def test_a_candidate_that_cannot_run_is_reported_and_the_rest_are_timed(tmp_path, capsys, monkeypatch):
+    bench = load_bench()
+
+    class NoBackward(torch.nn.Module):  # as a peer's kernel without a bf16 or backward path would be
+        def forward(self, x):
+            raise NotImplementedError("no kernel for this dtype")
+
+    monkeypatch.setitem(bench.CANDIDATES, "broken", (lambda c: NoBackward(), "conv"))
+    out = tmp_path / "bench.json"
+    args = ["--shapes", "2x16x12x10", "--blocks", "conv", "broken", "coordconv", "--reps", "2", "--warmup", "1"]
+    assert bench.main([*args, "--out", str(out)]) == 0
+    rows = {r["block"]: r for r in json.loads(out.read_text())["results"]}
+    assert rows["broken"]["error"] == "NotImplementedError: no kernel for this dtype"
+    assert "train_ms" not in rows["broken"]
+    assert rows["coordconv"]["train_ms"] > 0 and len(rows["coordconv"]["train_times"]) == 2
+    assert "broken                   cannot run: NotImplementedError" in capsys.readouterr().out

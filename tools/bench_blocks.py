@@ -41,6 +41,10 @@ CANDIDATES: dict[str, tuple[Callable[[int], nn.Module], str | None]] = {
     ),
     "deform": (lambda c: convblocks.build_block("deform", in_channels=c, out_channels=c), "tv_dcnv2"),
     "dcnv2": (lambda c: convblocks.build_block("dcnv2", in_channels=c, out_channels=c), "tv_dcnv2"),
+    "dcnv2[native]": (  # pure PyTorch (sampling + matmul): on CUDA, the alternative to torchvision's kernel
+        lambda c: convblocks.build_block("dcnv2", in_channels=c, out_channels=c, impl="native"),
+        "tv_dcnv2",
+    ),
     "dynamic": (
         lambda c: convblocks.build_block("dynamic", in_channels=c, out_channels=c),
         "ref_dynamic_batchgroups",
@@ -175,6 +179,8 @@ def make_steps(module: nn.Module, x: torch.Tensor, xg: torch.Tensor, device: tor
 
 
 def bench_shape(shape, names, device, reps, warmup, channels_last, compile_, amp) -> list[dict]:
+    """One row per candidate. A candidate that cannot run under the options (a peer's kernel without
+    bf16 support, say) gets an ``error`` and no times instead of stopping the whole run."""
     n, c, h, w = shape
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -187,31 +193,29 @@ def bench_shape(shape, names, device, reps, warmup, channels_last, compile_, amp
         torch._dynamo.reset()
     for name in names:
         factory, peer = CANDIDATES[name]
-        module = modules[name] = to_memory_format(factory(c).to(device), fmt)
-        params = sum(p.numel() for p in module.parameters())
-        flops = forward_flops(module.eval(), x)
-        module.train()
-        act = saved_for_backward_bytes(module, xg)
-        run = torch.compile(module) if compile_ else module
-        steps[name] = make_steps(run, x, xg, device, amp)
-        rows.append(
-            {
-                "shape": list(shape),
-                "block": name,
-                "peer": peer,
-                "params": params,
-                "gflops": flops / 1e9,
-                "saved_mb": act / 2**20,
-                "fwd_times": [],
-                "train_times": [],
-            }
-        )
+        row = {"shape": list(shape), "block": name, "peer": peer, "fwd_times": [], "train_times": []}
+        rows.append(row)
+        try:
+            module = to_memory_format(factory(c).to(device), fmt)
+            row["params"] = sum(p.numel() for p in module.parameters())
+            row["gflops"] = forward_flops(module.eval(), x) / 1e9
+            module.train()
+            row["saved_mb"] = saved_for_backward_bytes(module, xg) / 2**20
+            run = torch.compile(module) if compile_ else module
+            candidate_steps = make_steps(run, x, xg, device, amp)
+            for step in candidate_steps:  # warm-up (and compilation) outside the timed rounds
+                for _ in range(warmup):
+                    step()
+            clear_grads(module, xg)
+        except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc:
+            row["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200]}"
+            print(f"bench_blocks: {name} at {'x'.join(map(str, shape))} cannot run: {row['error']}", flush=True)
+            continue
+        modules[name], steps[name] = module, candidate_steps
+    timed = [(name, row) for name, row in zip(names, rows, strict=True) if name in steps]
     for phase, key in ((0, "fwd_times"), (1, "train_times")):
-        for name in names:  # warm-up (and compilation) outside the timed rounds
-            for _ in range(warmup):
-                steps[name][phase]()
         for _ in range(reps):
-            for name, row in zip(names, rows, strict=True):
+            for name, row in timed:
                 step = steps[name][phase]
                 if phase == 1:
                     clear_grads(modules[name], xg)
@@ -220,15 +224,14 @@ def bench_shape(shape, names, device, reps, warmup, channels_last, compile_, amp
                 step()
                 sync(device)
                 row[key].append(time.perf_counter() - t0)
-    for name, row in zip(names, rows, strict=True):
+    for name, row in timed:
         clear_grads(modules[name], xg)
         row["peak_mb"] = peak_step_bytes(steps[name][1], device) / 2**20
-    by_name = {r["block"]: r for r in rows}
+        row["fwd_ms"] = 1e3 * statistics.median(row["fwd_times"])
+        row["train_ms"] = 1e3 * statistics.median(row["train_times"])
+    by_name = {r["block"]: r for r in rows if "error" not in r}
     base = by_name.get("conv")
-    for r in rows:
-        r["fwd_ms"] = 1e3 * statistics.median(r["fwd_times"])
-        r["train_ms"] = 1e3 * statistics.median(r["train_times"])
-    for r in rows:
+    for r in by_name.values():
         if base is not None:
             r["fwd_x_conv"] = r["fwd_ms"] / base["fwd_ms"]
             r["train_x_conv"] = r["train_ms"] / base["train_ms"]
@@ -247,6 +250,9 @@ def format_table(rows: list[dict]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         shape = "x".join(map(str, r["shape"]))
+        if "error" in r:
+            lines.append(f"{shape:>14} {r['block']:<24} cannot run: {r['error']}")
+            continue
         peer = r["peer"] or ""
         xp = f"{r['train_x_peer']:.2f}" if "train_x_peer" in r else ""
         lines.append(
