@@ -9,8 +9,8 @@ oneDNN on CPU runs a grouped convolution with few channels per group and a large
   input channel, each followed by a sum over each group's channels (same FLOPs; oneDNN's depthwise kernels
   run several times faster than its grouped ones with large kernels). On CPU compiled kernels
   (``grouped_kernels``) do the sums, or at stride 1 with ``m ≤ 4`` the whole forward in one pass
-  (``grouped_forward``), and with ``m = 1`` the weight gradient; with ``m > 1`` the backward is the grouped
-  conv's own, through the transposed formulation at stride 1.
+  (``grouped_forward``), and with ``m ≤ 2`` the weight gradient (``grouped_wgrad``); the rest of the backward is
+  oneDNN's, at stride 1 through the transposed formulation.
 
 All give ``F.conv2d``'s result (and gradients) up to float rounding.
 """
@@ -24,12 +24,13 @@ from . import cpu_ext
 from .conv import memory_format_of
 from .grouped_kernels import (
     KERNEL_WIDTHS,
+    WGRAD_MAX_OUTPUTS,
     forward_kernel_applies,
     forward_weight,
     group_repeat,
     group_sum,
     grouped_forward,
-    wgrad_one_output_per_group,
+    grouped_wgrad,
 )
 
 
@@ -134,9 +135,10 @@ class DepthwiseSum(torch.autograd.Function):
     """``_depthwise_sum`` with the compiled kernels (the one-pass ``grouped_forward`` where it is built for the
     conv, else the group sums) and a hand-written backward. Saves input and weight.
 
-    Backward: with one output per group, oneDNN's depthwise input gradient and the compiled weight gradient
-    (``wgrad_one_output_per_group``); otherwise the grouped conv's own gradients, at stride 1 through the
-    transposed formulation, which oneDNN runs faster."""
+    Backward: the input gradient is oneDNN's (with one output per group its depthwise input gradient of the
+    group-broadcast ``grad_out``, else the grouped conv's, at stride 1 through the transposed formulation,
+    which oneDNN runs faster); the weight gradient is the compiled ``grouped_wgrad`` with up to
+    ``WGRAD_MAX_OUTPUTS`` outputs per group, else oneDNN's likewise."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, geometry):
@@ -158,31 +160,34 @@ class DepthwiseSum(torch.autograd.Function):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         groups, fmt = x.shape[1] // weight.shape[1], memory_format_of(x)
         g = grad_out.contiguous(memory_format=fmt)
-        if weight.shape[0] == groups and weight.shape[-1] in KERNEL_WIDTHS:
-            gx, gw = _one_output_per_group_backward(g, x, weight, ctx.geometry, need_x, need_w)
-        else:
-            gx, gw = _grouped_conv_backward(g, x, weight, ctx.geometry, need_x, need_w)
-        gb = None
+        stride, padding, dilation = (list(v) for v in ctx.geometry)
+        compiled_w = weight.shape[0] <= WGRAD_MAX_OUTPUTS * groups and weight.shape[-1] in KERNEL_WIDTHS
+        gx = gw = gb = None
+        if weight.shape[0] > groups and not compiled_w:  # both from one oneDNN call: cheaper than two
+            gx, gw = _grouped_conv_backward(g, x, weight, stride, padding, dilation, need_x, need_w)
+        elif need_x:
+            gx = _input_gradient(g, x, weight, stride, padding, dilation)
+        if need_w and compiled_w:
+            xl, gl = x.permute(0, 2, 3, 1).contiguous(), g.permute(0, 2, 3, 1).contiguous()
+            gw = grouped_wgrad(gl, xl, list(weight.shape[-2:]), stride, padding, dilation, groups)
+        elif need_w and gw is None:
+            gw = _grouped_conv_backward(g, x, weight, stride, padding, dilation, False, True)[1]
         if ctx.has_bias and need_b:
             gb = grad_out.sum((0, 2, 3))
         return gx, gw, gb, None
 
 
-def _one_output_per_group_backward(grad_out, x, weight, geometry, need_x: bool, need_w: bool):
-    """Gradients with one output per group: oneDNN's depthwise input gradient of the group-broadcast
-    ``grad_out``, and the compiled weight gradient (about 3× faster than oneDNN's at PyConv's 9×9 level)."""
-    stride, padding, dilation = (list(v) for v in geometry)
-    gx = gw = None
-    if need_x:  # the sum's gradient reaches every channel of its group
-        g = _repeat_per_group(grad_out, weight.shape[1])
-        wd, mask = _depthwise_weight(weight, x, 0), [True, False, False]
-        gx = torch.ops.aten.convolution_backward(
-            g, x, wd, None, stride, padding, dilation, False, [0, 0], x.shape[1], mask
-        )[0]
-    if need_w:
-        xl, gl = x.permute(0, 2, 3, 1).contiguous(), grad_out.permute(0, 2, 3, 1).contiguous()
-        gw = wgrad_one_output_per_group(gl, xl, list(weight.shape[-2:]), stride, padding, dilation)
-    return gx, gw
+def _input_gradient(grad_out, x, weight, stride, padding, dilation) -> torch.Tensor:
+    """oneDNN's input gradient: with one output per group, the depthwise input gradient of the group-broadcast
+    ``grad_out`` (faster than the grouped conv's); otherwise the grouped conv's."""
+    groups = x.shape[1] // weight.shape[1]
+    if weight.shape[0] != groups:
+        return _grouped_conv_backward(grad_out, x, weight, stride, padding, dilation, True, False)[0]
+    g = _repeat_per_group(grad_out, weight.shape[1])  # the sum's gradient reaches every channel of its group
+    wd, mask = _depthwise_weight(weight, x, 0), [True, False, False]
+    return torch.ops.aten.convolution_backward(
+        g, x, wd, None, stride, padding, dilation, False, [0, 0], x.shape[1], mask
+    )[0]
 
 
 def _repeat_per_group(grad: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -194,10 +199,9 @@ def _repeat_per_group(grad: torch.Tensor, group_size: int) -> torch.Tensor:
     return grad.unsqueeze(2).expand(n, groups, group_size, h, w).reshape(n, groups * group_size, h, w)
 
 
-def _grouped_conv_backward(grad_out, x, weight, geometry, need_x: bool, need_w: bool):
-    """Input and weight gradients of ``F.conv2d(x, weight, None, *geometry, groups)``; at stride 1 through the
-    transposed formulation (same numbers, oneDNN's faster paths)."""
-    stride, padding, dilation = (list(v) for v in geometry)
+def _grouped_conv_backward(grad_out, x, weight, stride, padding, dilation, need_x: bool, need_w: bool):
+    """Input and weight gradients of ``F.conv2d(x, weight, None, stride, padding, dilation, groups)``; at stride 1
+    through the transposed formulation (same numbers, oneDNN's faster paths)."""
     groups, mask = x.shape[1] // weight.shape[1], [need_x, need_w, False]
     pad = transposed_padding(tuple(weight.shape[-2:]), tuple(padding), tuple(dilation)) if stride == [1, 1] else None
     if pad is None:

@@ -3,8 +3,9 @@
 - ``convzoo::grouped_forward`` (``csrc/grouped_forward.cpp``): the forward of a grouped conv with one to four
   outputs per group at stride 1, channels-last; every channel's depthwise products summed per group in
   registers, faster than oneDNN's grouped conv (3-5×) and its depthwise conv plus a separate sum.
-- ``convzoo::wgrad_one_output_per_group`` (``csrc/grouped_wgrad.cpp``): the weight gradient of a grouped
-  conv with one output channel per group, channels-last; about 3× faster than oneDNN's at PyConv's 9×9 level.
+- ``convzoo::grouped_wgrad`` (``csrc/grouped_wgrad.cpp``): the weight gradient of a grouped conv with few
+  output channels per group, channels-last; 0.56× oneDNN's time at PyConv's 9×9 level (one output per group)
+  and 0.72× at its 7×7 level (two), but 2.4× at its 5×5 level (four): used up to ``WGRAD_MAX_OUTPUTS``.
 - ``convzoo::group_sum`` / ``convzoo::group_repeat`` (``csrc/group_sum.cpp``): the sum over each group of
   contiguous channels and its gradient, at about copy speed; PyTorch's reduction over a short last dim and
   its copy of an expanded one run 2-10× slower.
@@ -91,24 +92,28 @@ def _group_sum_backward(ctx, grad):
     return group_repeat(grad.contiguous(), ctx.group_size), None
 
 
-def _wgrad_one_output_per_group(
+WGRAD_MAX_OUTPUTS = 2  # outputs per group up to which grouped_wgrad beats oneDNN (docs/benchmarks.md)
+
+
+def _grouped_wgrad(
     grad_out: torch.Tensor,
     x: torch.Tensor,
     kernel_size: list[int],
     stride: list[int],
     padding: list[int],
     dilation: list[int],
+    groups: int,
 ) -> torch.Tensor:
-    """Weight gradient ``(O, C/O, kh, kw)`` of a conv with one output per group, from NHWC ``grad_out
-    (N, H', W', O)`` and ``x (N, H, W, C)`` (``csrc/grouped_wgrad.cpp``)."""
-    return cpu_ext.extension().wgrad_one_output_per_group(grad_out, x, kernel_size, stride, padding, dilation)
+    """Weight gradient ``(O, C/groups, kh, kw)`` of a grouped conv from NHWC ``grad_out (N, H', W', O)`` and
+    ``x (N, H, W, C)`` (``csrc/grouped_wgrad.cpp``)."""
+    return cpu_ext.extension().grouped_wgrad(grad_out, x, kernel_size, stride, padding, dilation, groups)
 
 
-def _wgrad_fake(grad_out, x, kernel_size, stride, padding, dilation):
-    return x.new_empty((grad_out.shape[-1], x.shape[-1] // grad_out.shape[-1], *kernel_size))
+def _wgrad_fake(grad_out, x, kernel_size, stride, padding, dilation, groups):
+    return x.new_empty((grad_out.shape[-1], x.shape[-1] // groups, *kernel_size))
 
 
-wgrad_one_output_per_group = KernelOp("wgrad_one_output_per_group", _wgrad_one_output_per_group, _wgrad_fake)
+grouped_wgrad = KernelOp("grouped_wgrad", _grouped_wgrad, _wgrad_fake)
 
 
 def _group_repeat(y: torch.Tensor, group_size: int) -> torch.Tensor:

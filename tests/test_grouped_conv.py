@@ -133,22 +133,33 @@ needs_kernel = pytest.mark.skipif(not cpu_ext.available(), reason="the CPU exten
 @needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize(
-    "channels,groups,k,stride,padding,dilation",
-    [(64, 16, 9, 1, 4, 1), (40, 8, 5, 2, 1, 1), (24, 24, 3, 1, 2, 2), (36, 4, 7, 2, 3, 1), (20, 2, 11, 1, 5, 1)],
+    "channels,groups,outputs,k,stride,padding,dilation,width",
+    [
+        (64, 16, 1, 9, 1, 4, 1, 11),
+        (40, 8, 1, 5, 2, 1, 1, 11),
+        (24, 24, 1, 3, 1, 2, 2, 11),
+        (36, 4, 1, 7, 2, 3, 1, 11),
+        (20, 2, 1, 11, 1, 5, 1, 11),
+        (64, 8, 2, 7, 1, 3, 1, 45),  # PyConv's 7x7 level; rows wider than the register window, with a tail
+        (64, 4, 4, 5, 1, 2, 1, 37),
+        (48, 16, 1, 9, 1, 4, 1, 40),
+        (32, 8, 2, 3, 1, 0, 1, 35),  # no padding: every window inside the row
+        (36, 4, 2, 3, 1, 1, 1, 30),  # 9 channels per group: off the vector, the tail loop
+    ],
 )
-def test_compiled_weight_gradient_equals_onednn(dtype, channels, groups, k, stride, padding, dilation):
+def test_compiled_weight_gradient_equals_onednn(dtype, channels, groups, outputs, k, stride, padding, dilation, width):
     """Channel counts off the register vector (4, 8 or 16 lanes: 36, 20) exercise the tail loop."""
     g = torch.Generator().manual_seed(channels + k)
-    x = torch.randn(2, channels, 13, 11, generator=g, dtype=dtype)
-    weight = torch.randn(groups, channels // groups, k, k, generator=g, dtype=dtype)
+    x = torch.randn(2, channels, 13, width, generator=g, dtype=dtype)
+    weight = torch.randn(groups * outputs, channels // groups, k, k, generator=g, dtype=dtype)
     s, p, d = [stride] * 2, [padding] * 2, [dilation] * 2
     go = torch.randn_like(F.conv2d(x, weight, None, s, p, d, groups))
     ref = torch.ops.aten.convolution_backward(go, x, weight, None, s, p, d, False, [0, 0], groups, [False, True, False])
     nhwc = (go.permute(0, 2, 3, 1).contiguous(), x.permute(0, 2, 3, 1).contiguous())
-    ours = grouped_kernels.wgrad_one_output_per_group(*nhwc, [k, k], s, p, d)
+    ours = grouped_kernels.grouped_wgrad(*nhwc, [k, k], s, p, d, groups)
     tol = 1e-10 if dtype == torch.float64 else 1e-4
     torch.testing.assert_close(ours, ref[1], rtol=tol, atol=tol)
-    torch.library.opcheck(grouped_kernels.wgrad_one_output_per_group.op, (*nhwc, [k, k], s, p, d))
+    torch.library.opcheck(grouped_kernels.grouped_wgrad.op, (*nhwc, [k, k], s, p, d, groups))
 
 
 @needs_kernel
@@ -189,13 +200,17 @@ def test_grouped_forward_applies_only_where_built():
 
 
 @needs_kernel
-def test_training_takes_the_compiled_weight_gradient_and_falls_back_without_it(monkeypatch):
+@pytest.mark.parametrize("outputs,takes_kernel", [(1, True), (2, True), (4, False)])
+def test_training_takes_the_compiled_weight_gradient_and_falls_back_without_it(monkeypatch, outputs, takes_kernel):
+    """Up to WGRAD_MAX_OUTPUTS outputs per group the compiled weight gradient; above, and without the
+    extension, oneDNN's: the same gradients."""
     calls = []
-    real = grouped_conv.wgrad_one_output_per_group
-    monkeypatch.setattr(grouped_conv, "wgrad_one_output_per_group", lambda *a: calls.append(1) or real(*a))
+    real = grouped_conv.grouped_wgrad
+    monkeypatch.setattr(grouped_conv, "grouped_wgrad", lambda *a: calls.append(1) or real(*a))
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 16, 10, 9, generator=g).contiguous(memory_format=torch.channels_last)
-    weight, bias = torch.randn(4, 4, 9, 9, generator=g), torch.randn(4, generator=g)
+    x = torch.randn(2, 16, 10, 9, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(4 * outputs, 4, 9, 9, generator=g, dtype=torch.float64)
+    bias = torch.randn(4 * outputs, generator=g, dtype=torch.float64)
     geometry = ((1, 1), (4, 4), (1, 1))
 
     def run():
@@ -204,12 +219,12 @@ def test_training_takes_the_compiled_weight_gradient_and_falls_back_without_it(m
         return (out, *torch.autograd.grad(out.square().sum(), leaves))
 
     with_kernel = run()
-    assert calls == [1]
+    assert calls == ([1] if takes_kernel else [])
     monkeypatch.setattr(cpu_ext, "extension", lambda: None)
     without = run()
-    assert calls == [1]
+    assert calls == ([1] if takes_kernel else [])
     for a, b in zip(with_kernel, without, strict=True):  # the fallback is checked against F.conv2d above
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 @needs_kernel

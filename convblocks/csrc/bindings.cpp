@@ -11,9 +11,9 @@ std::vector<at::Tensor> sample_columns_backward(const at::Tensor& gcols, const a
                                                 std::vector<int64_t> stride, std::vector<int64_t> padding,
                                                 std::vector<int64_t> dilation, int64_t groups, bool need_x,
                                                 bool need_offset, bool need_mask);
-at::Tensor wgrad_one_output_per_group(const at::Tensor& grad_out, const at::Tensor& x, std::vector<int64_t> kernel,
-                                      std::vector<int64_t> stride, std::vector<int64_t> padding,
-                                      std::vector<int64_t> dilation);
+at::Tensor grouped_wgrad(const at::Tensor& grad_out, const at::Tensor& x, std::vector<int64_t> kernel,
+                         std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation,
+                         int64_t groups);
 at::Tensor grouped_forward(const at::Tensor& x, const at::Tensor& wt, std::vector<int64_t> padding, int64_t dilation_h,
                            int64_t groups);
 at::Tensor group_sum(const at::Tensor& z, int64_t groups);
@@ -31,8 +31,8 @@ std::vector<at::Tensor> mix_kernels_backward(const at::Tensor& grad, const at::T
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sample_columns", &sample_columns, "Deformable bilinear sampling into NHWC columns (CPU)");
   m.def("sample_columns_backward", &sample_columns_backward, "Backward of sample_columns (CPU)");
-  m.def("wgrad_one_output_per_group", &wgrad_one_output_per_group,
-        "Weight gradient of a grouped conv with one output channel per group, NHWC (CPU)");
+  m.def("grouped_wgrad", &grouped_wgrad,
+        "Weight gradient of a grouped conv with few output channels per group, NHWC (CPU)");
   m.def("grouped_forward", &grouped_forward,
         "Grouped conv with few outputs per group, stride 1, NHWC: depthwise products summed per group (CPU)");
   m.def("group_sum", &group_sum, "Sum over each group of contiguous channels, NHWC (CPU)");
