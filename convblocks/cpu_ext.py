@@ -25,6 +25,7 @@ SOURCES = (
     "deform_sample.cpp",
     "grouped_forward.cpp",
     "grouped_wgrad.cpp",
+    "grouped_dgrad.cpp",
     "group_sum.cpp",
     "transpose.cpp",
     "im2col.cpp",

@@ -25,10 +25,13 @@ from .conv import memory_format_of
 from .grouped_kernels import (
     KERNEL_WIDTHS,
     WGRAD_MAX_OUTPUTS,
+    dgrad_kernel_applies,
+    dgrad_weight,
     forward_kernel_applies,
     forward_weight,
     group_repeat,
     group_sum,
+    grouped_dgrad,
     grouped_forward,
     grouped_wgrad,
 )
@@ -178,9 +181,16 @@ class DepthwiseSum(torch.autograd.Function):
 
 
 def _input_gradient(grad_out, x, weight, stride, padding, dilation) -> torch.Tensor:
-    """oneDNN's input gradient: with one output per group, the depthwise input gradient of the group-broadcast
-    ``grad_out`` (faster than the grouped conv's); otherwise the grouped conv's."""
+    """The compiled ``grouped_dgrad`` where it applies (channels-last, few outputs per group, stride 1); else
+    oneDNN's: with one output per group the depthwise input gradient of the group-broadcast ``grad_out``
+    (faster than the grouped conv's), otherwise the grouped conv's."""
     groups = x.shape[1] // weight.shape[1]
+    if x.is_contiguous(memory_format=torch.channels_last) and dgrad_kernel_applies(
+        weight.shape, stride, padding, dilation, groups
+    ):
+        g = grad_out.permute(0, 2, 3, 1).contiguous()
+        gx = grouped_dgrad(g, dgrad_weight(weight, groups), list(x.shape[-2:]), padding, dilation[0], groups)
+        return gx.permute(0, 3, 1, 2)
     if weight.shape[0] != groups:
         return _grouped_conv_backward(grad_out, x, weight, stride, padding, dilation, True, False)[0]
     g = _repeat_per_group(grad_out, weight.shape[1])  # the sum's gradient reaches every channel of its group

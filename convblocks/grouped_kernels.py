@@ -6,6 +6,8 @@
 - ``convzoo::grouped_wgrad`` (``csrc/grouped_wgrad.cpp``): the weight gradient of a grouped conv with few
   output channels per group, channels-last; 0.56× oneDNN's time at PyConv's 9×9 level (one output per group)
   and 0.72× at its 7×7 level (two), but 2.4× at its 5×5 level (four): used up to ``WGRAD_MAX_OUTPUTS``.
+- ``convzoo::grouped_dgrad`` (``csrc/grouped_dgrad.cpp``): the input gradient of a grouped conv with few
+  outputs per group at stride 1, channels-last (``dgrad_kernel_applies``).
 - ``convzoo::group_sum`` / ``convzoo::group_repeat`` (``csrc/group_sum.cpp``): the sum over each group of
   contiguous channels and its gradient, at about copy speed; PyTorch's reduction over a short last dim and
   its copy of an expanded one run 2-10× slower.
@@ -90,6 +92,52 @@ def _group_sum_setup(ctx, inputs, output):
 
 def _group_sum_backward(ctx, grad):
     return group_repeat(grad.contiguous(), ctx.group_size), None
+
+
+DGRAD_WIDTHS = (3, 5, 7, 9, 11)  # the kernel widths grouped_dgrad.cpp is built for
+DGRAD_MAX_OUTPUTS = 2  # outputs per group up to which grouped_dgrad beats oneDNN (docs/benchmarks.md)
+
+
+def dgrad_kernel_applies(weight_shape: torch.Size, stride, padding, dilation, groups: int) -> bool:
+    """``grouped_dgrad`` is built for this conv and faster than oneDNN: up to ``DGRAD_MAX_OUTPUTS`` outputs per
+    group, stride 1, width dilation 1, kernel width in ``DGRAD_WIDTHS``, padding within the kernel's reach,
+    input channels a multiple of ``FORWARD_CHANNEL_MULTIPLE``."""
+    cout, cin_g, kh, kw = weight_shape
+    return (
+        cout <= DGRAD_MAX_OUTPUTS * groups
+        and tuple(stride) == (1, 1)
+        and dilation[1] == 1
+        and kw in DGRAD_WIDTHS
+        and padding[0] <= dilation[0] * (kh - 1)
+        and padding[1] <= kw - 1
+        and (cin_g * groups) % FORWARD_CHANNEL_MULTIPLE == 0
+    )
+
+
+def _grouped_dgrad(
+    grad_out: torch.Tensor,
+    weight: torch.Tensor,
+    input_size: list[int],
+    padding: list[int],
+    dilation_h: int,
+    groups: int,
+) -> torch.Tensor:
+    """Input gradient NHWC ``(N, H, W, C)`` of a stride-1 grouped conv from NHWC ``grad_out (N, H', W', O)`` and
+    the flipped ``weight (kh, kw, M, C)`` (``dgrad_weight``) (``csrc/grouped_dgrad.cpp``)."""
+    return cpu_ext.extension().grouped_dgrad(grad_out, weight, input_size, padding, dilation_h, groups)
+
+
+def _grouped_dgrad_fake(grad_out, weight, input_size, padding, dilation_h, groups):
+    return grad_out.new_empty((grad_out.shape[0], *input_size, weight.shape[-1]))
+
+
+grouped_dgrad = KernelOp("grouped_dgrad", _grouped_dgrad, _grouped_dgrad_fake)
+
+
+def dgrad_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """``(C_out, C_in/g, kh, kw)`` → ``grouped_dgrad``'s ``(kh, kw, M, C_in)``: ``forward_weight`` of the kernel
+    flipped in both spatial dimensions."""
+    return forward_weight(weight.flip(-2, -1), groups)
 
 
 WGRAD_MAX_OUTPUTS = 2  # outputs per group up to which grouped_wgrad beats oneDNN (docs/benchmarks.md)

@@ -14,6 +14,8 @@ std::vector<at::Tensor> sample_columns_backward(const at::Tensor& gcols, const a
 at::Tensor grouped_wgrad(const at::Tensor& grad_out, const at::Tensor& x, std::vector<int64_t> kernel,
                          std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation,
                          int64_t groups);
+at::Tensor grouped_dgrad(const at::Tensor& grad_out, const at::Tensor& wf, std::vector<int64_t> input_size,
+                         std::vector<int64_t> padding, int64_t dilation_h, int64_t groups);
 at::Tensor grouped_forward(const at::Tensor& x, const at::Tensor& wt, std::vector<int64_t> padding, int64_t dilation_h,
                            int64_t groups);
 at::Tensor group_sum(const at::Tensor& z, int64_t groups);
@@ -33,6 +35,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sample_columns_backward", &sample_columns_backward, "Backward of sample_columns (CPU)");
   m.def("grouped_wgrad", &grouped_wgrad,
         "Weight gradient of a grouped conv with few output channels per group, NHWC (CPU)");
+  m.def("grouped_dgrad", &grouped_dgrad,
+        "Input gradient of a grouped conv with few output channels per group, stride 1, NHWC (CPU)");
   m.def("grouped_forward", &grouped_forward,
         "Grouped conv with few outputs per group, stride 1, NHWC: depthwise products summed per group (CPU)");
   m.def("group_sum", &group_sum, "Sum over each group of contiguous channels, NHWC (CPU)");

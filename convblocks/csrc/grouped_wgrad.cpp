@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "repeat_row.h"
 #include "vec.h"
 
 namespace {
@@ -109,35 +110,6 @@ RowFn<T> row_function(int64_t kw) {
   }
 }
 
-// g[j, o*cg + c] = grow[j, o*M + m] for j < Wo, o < O/M, c < cg: output m of every group for every input
-// channel, along one output row. CG > 0 fixes the group size so the stores vectorise (an indexed copy per
-// channel cost a third of the kernel's time).
-template <typename T, int CG>
-void repeat_row(const T* grow, T* g, int64_t Wo, int64_t O, int64_t M, int64_t m, int64_t cg) {
-  if constexpr (CG > 0) cg = CG;
-  const int64_t groups = O / M;
-  for (int64_t p = 0; p < Wo * groups; ++p) {
-    const T v = grow[p * M + m];
-#pragma GCC unroll 16
-    for (int64_t c = 0; c < cg; ++c) g[p * cg + c] = v;
-  }
-}
-
-template <typename T>
-using RepeatFn = void (*)(const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t);
-
-template <typename T>
-RepeatFn<T> repeat_function(int64_t cg) {
-  switch (cg) {
-    case 1: return repeat_row<T, 1>;
-    case 2: return repeat_row<T, 2>;
-    case 4: return repeat_row<T, 4>;
-    case 8: return repeat_row<T, 8>;
-    case 16: return repeat_row<T, 16>;
-    default: return repeat_row<T, 0>;
-  }
-}
-
 template <typename T>
 void wgrad_impl(const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw, const std::vector<int64_t>& k,
                 const std::vector<int64_t>& s, const std::vector<int64_t>& p, const std::vector<int64_t>& d,
@@ -148,7 +120,7 @@ void wgrad_impl(const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw, const
   const T* xp = x.data_ptr<T>();
   const T* gp = gy.data_ptr<T>();
   const RowFn<T> row = row_function<T>(kw);
-  const RepeatFn<T> repeat = repeat_function<T>(cg);
+  const convzoo::RepeatFn<T> repeat = convzoo::repeat_function<T>(cg);
   const int64_t threads = at::get_num_threads();
   std::vector<T> acc(threads * acc_size, T(0));
   at::parallel_for(0, N * Ho, 1, [&](int64_t begin, int64_t end) {
