@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -115,6 +118,30 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     losses = [[(r["step"], float(r["train/loss"])) for r in rows if r.get("train/loss")] for rows in logged]
     assert [s for s, _ in losses[1]] == [s for s, _ in losses[0]] and len(losses[0]) > 3
     assert [v for _, v in losses[1]] == pytest.approx([v for _, v in losses[0]], abs=1e-6)
+
+
+def test_sigterm_to_the_job_ends_in_one_line_and_the_run_resumes(tmp_path: Path) -> None:
+    """As a scheduler stops a job: SIGTERM to the whole process group (the data-loader worker too), mid-run."""
+    run = [*TINY, "train.max_epochs=500", "data.num_workers=1", f"train.run_dir={tmp_path / 'run'}"]
+    last = tmp_path / "run/checkpoints/last.ckpt"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, str(ROOT / "tools/train.py"), str(BASE), *run]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    proc = subprocess.Popen(cmd, **pipes, env=env, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # into a later epoch
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("stopped by SIGTERM; resume with --resume")
+    epoch = torch.load(last, weights_only=False)["epoch"]
+    assert 0 <= epoch < 499
+    resumed = tool("train.py", str(BASE), *run, f"train.max_epochs={epoch + 2}", "--resume", "--json")
+    assert run_json(resumed)["metrics"]["AP"] >= 0.0
+    assert torch.load(last, weights_only=False)["epoch"] == epoch + 1
 
 
 @pytest.mark.skipif(not (SAMPLE / "test_coco.json").is_file(), reason=f"real COCO sample not found at {SAMPLE}")

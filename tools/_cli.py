@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import sys
 from collections.abc import Callable, Mapping
 
@@ -16,13 +17,35 @@ from models.allocator import keep_freed_memory
 USER_ERRORS = (BlockConfigError, DataError)  # RecipeError is a BlockConfigError
 
 
+class Terminated(Exception):
+    """SIGTERM (a scheduler stopping the job, ``timeout``, ``kill``), raised in the main thread so that training
+    unwinds through Lightning's teardown and the tool ends with one line instead of a worker's traceback."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    if os.getpid() != _MAIN_PID:  # a forked data-loader worker: end quietly, as SIGTERM's default would
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    _TERMINATED.append(signum)
+    # The workers got the same signal; PyTorch's SIGCHLD handler would raise "worker killed" during teardown.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    raise Terminated(signal.Signals(signum).name)
+
+
+_MAIN_PID = os.getpid()
+_TERMINATED: list[int] = []
+
+
 def run(main: Callable[[], int | None]) -> int:
-    """Call ``main``; bad input prints ``error: ...`` (no traceback, unless CONVZOO_DEBUG=1) and returns 2.
+    """Call ``main``; bad input prints ``error: ...`` (no traceback, unless CONVZOO_DEBUG=1) and returns 2;
+    Ctrl-C or SIGTERM print one line and return 130 or 143 (the last epoch checkpoint stays for ``--resume``).
 
     Every tool first lets glibc keep freed memory for reuse (``models.allocator``; ``CONVZOO_MALLOC=system``
     turns that off): training steps then stop page-faulting their large tensors in again.
     """
     keep_freed_memory()
+    signal.signal(signal.SIGTERM, _raise_terminated)  # Lightning adds its own handler to this one during fit
     try:
         return int(main() or 0)
     except USER_ERRORS as exc:
@@ -33,6 +56,12 @@ def run(main: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("interrupted; resume with --resume (the last epoch checkpoint is kept)", file=sys.stderr)
         return 130
+    except Exception:  # after a SIGTERM, whatever teardown raised is part of the stop
+        if not _TERMINATED:
+            raise
+        name = signal.Signals(_TERMINATED[0]).name
+        print(f"stopped by {name}; resume with --resume (the last epoch checkpoint is kept)", file=sys.stderr)
+        return 143
 
 
 def stats_table(stats: Mapping[str, float], title: str = "") -> str:
