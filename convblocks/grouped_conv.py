@@ -9,8 +9,8 @@ oneDNN on CPU runs a grouped convolution with few channels per group and a large
   input channel, each followed by a sum over each group's channels (same FLOPs; oneDNN's depthwise kernels
   run several times faster than its grouped ones with large kernels). On CPU compiled kernels
   (``grouped_kernels``) do the sums, or at stride 1 with ``m ≤ 4`` the whole forward in one pass
-  (``grouped_forward``), and with ``m ≤ 2`` the weight gradient (``grouped_wgrad``); the rest of the backward is
-  oneDNN's, at stride 1 through the transposed formulation.
+  (``grouped_forward``), and with ``m ≤ 2`` both gradients (``grouped_wgrad``, and at stride 1 in channels-last
+  ``grouped_dgrad``); the rest of the backward is oneDNN's, at stride 1 through the transposed formulation.
 
 All give ``F.conv2d``'s result (and gradients) up to float rounding.
 """
@@ -138,10 +138,9 @@ class DepthwiseSum(torch.autograd.Function):
     """``_depthwise_sum`` with the compiled kernels (the one-pass ``grouped_forward`` where it is built for the
     conv, else the group sums) and a hand-written backward. Saves input and weight.
 
-    Backward: the input gradient is oneDNN's (with one output per group its depthwise input gradient of the
-    group-broadcast ``grad_out``, else the grouped conv's, at stride 1 through the transposed formulation,
-    which oneDNN runs faster); the weight gradient is the compiled ``grouped_wgrad`` with up to
-    ``WGRAD_MAX_OUTPUTS`` outputs per group, else oneDNN's likewise."""
+    Backward: with up to two outputs per group, the compiled kernels (``grouped_wgrad``; ``grouped_dgrad`` at
+    stride 1 in channels-last, see ``_input_gradient``); otherwise oneDNN's gradients of the grouped conv, both
+    from one call, at stride 1 through the transposed formulation, which oneDNN runs faster."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, geometry):

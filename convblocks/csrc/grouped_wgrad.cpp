@@ -18,26 +18,36 @@
 
 namespace {
 
-// Stride 1, dilation 1: acc[b] += g[j0 + jj] * x[j0 - pw + jj + b] for jj < J, each x vector loaded once.
-template <typename T, int KW, int J>
-inline void window(const T* g, const T* xrow, convzoo::Vec<T>* acc, int64_t j0, int64_t W, int64_t C, int64_t pw) {
-  using convzoo::load;
-  using V = convzoo::Vec<T>;
-  V gv[J];
-#pragma GCC unroll 64
-  for (int jj = 0; jj < J; ++jj) gv[jj] = load(g + (j0 + jj) * C);
-  const bool inside = j0 - pw >= 0 && j0 - pw + J + KW - 1 <= W;
+// acc[b] += gv[jj] * x[jj + b] for jj < J, x at pixel j0 - pw: each input vector loaded once for its taps.
+// Inside the row the loads need no check (kept as a separate instance: GCC had merged the two cases, with a
+// bounds check and an index product per load); at its ends, positions outside [lo, hi) read as zeros.
+template <typename T, int KW, int J, bool kInside>
+inline void slide(const T* x, const convzoo::Vec<T>* gv, convzoo::Vec<T>* acc, int64_t C, int64_t lo, int64_t hi) {
 #pragma GCC unroll 64
   for (int q = 0; q < J + KW - 1; ++q) {
-    const int64_t xx = j0 - pw + q;
-    if (!inside && (xx < 0 || xx >= W)) continue;  // the padding: zeros
-    const V xv = load(xrow + xx * C);
+    if constexpr (!kInside) {
+      if (q < lo || q >= hi) continue;
+    }
+    const convzoo::Vec<T> xv = convzoo::load(x + q * C);
 #pragma GCC unroll 64
     for (int b = 0; b < KW; ++b) {
       const int jj = q - b;
       if (jj >= 0 && jj < J) acc[b] += gv[jj] * xv;
     }
   }
+}
+
+// Stride 1, dilation 1: acc[b] += g[j0 + jj] * x[j0 - pw + jj + b] for jj < J.
+template <typename T, int KW, int J>
+inline void window(const T* g, const T* xrow, convzoo::Vec<T>* acc, int64_t j0, int64_t W, int64_t C, int64_t pw) {
+  convzoo::Vec<T> gv[J];
+#pragma GCC unroll 64
+  for (int jj = 0; jj < J; ++jj) gv[jj] = convzoo::load(g + (j0 + jj) * C);
+  const int64_t x0 = j0 - pw;
+  if (x0 >= 0 && x0 + J + KW - 1 <= W)
+    slide<T, KW, J, true>(xrow + x0 * C, gv, acc, C, 0, J + KW - 1);
+  else
+    slide<T, KW, J, false>(xrow + x0 * C, gv, acc, C, -x0, W - x0);
 }
 
 // Windows of J pixels from j while they fit, then of J/2, J/4, ... down to one: the rest of a row narrower
