@@ -39,7 +39,8 @@ _TERMINATED: list[int] = []
 
 def run(main: Callable[[], int | None]) -> int:
     """Call ``main``; bad input prints ``error: ...`` (no traceback, unless CONVZOO_DEBUG=1) and returns 2;
-    Ctrl-C or SIGTERM print one line and return 130 or 143 (the last epoch checkpoint stays for ``--resume``).
+    SIGTERM, and Ctrl-C outside Lightning's fit (which shuts down on Ctrl-C itself), print one line and return
+    143 or 130 (the last epoch checkpoint stays for ``--resume``).
 
     Every tool first lets glibc keep freed memory for reuse (``models.allocator``; ``CONVZOO_MALLOC=system``
     turns that off): training steps then stop page-faulting their large tensors in again.

@@ -91,7 +91,8 @@ void dgrad_impl(const T* gy, const T* wf, T* gx, const Geometry& q) {
         const int64_t key = n * q.Ho + yy, s = yy % slots;
         T* e = ring.data() + s * slot;
         if (held[s] != key) {
-          for (int64_t m = 0; m < q.M; ++m) repeat(gy + key * q.Wo * q.O, e + m * q.Wo * q.C, q.Wo, q.O, q.M, m, cg);
+          for (int64_t m = 0; m < q.M; ++m)
+            repeat(gy + key * q.Wo * q.O, e + m * q.Wo * q.C, q.Wo, q.O, q.M, m, cg);
           held[s] = key;
         }
         rows[a] = e;

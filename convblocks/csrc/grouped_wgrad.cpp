@@ -2,7 +2,8 @@
 // channels-last, on CPU. With M outputs per group it is M depthwise weight gradients, each against output m
 // of every group repeated over the group's input channels.
 //
-// gw[g*M + m, ci, a, b] = sum over (n, i, j) of grad_out[n, i, j, g*M + m] * x[n, i*sh - ph + a*dh, j*sw - pw + b*dw, g*cg + ci].
+// gw[g*M + m, ci, a, b] = sum over (n, i, j) of grad_out[n, i, j, g*M + m]
+//                                                 * x[n, i*sh - ph + a*dh, j*sw - pw + b*dw, g*cg + ci].
 // Vectorised over input channels: per output row and kernel row, the kw accumulators of one channel vector
 // stay in registers while the row streams by; each thread sums into its own (M, kh, kw, C) buffer. At stride 1
 // and width dilation 1 a window of J gradient pixels also stays in registers, so each input vector is loaded
