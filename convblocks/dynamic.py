@@ -139,7 +139,7 @@ class DynamicConv2d(nn.Module):
             weight = mixed.view(n * self.out_channels, cin_g, kh, kw)
         bias = self._aggregated_bias(pi)
         out = F.conv2d(
-            to_memory_format(x, torch.contiguous_format).view(1, n * c, h, w),
+            _fold_batch(to_memory_format(x, torch.contiguous_format)),
             weight,
             None if bias is None else bias.flatten(),
             self.stride,
@@ -194,6 +194,17 @@ class DynamicConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         return conv_repr(self, num_kernels=self.num_kernels, impl=self.impl)
+
+
+def _fold_batch(x: torch.Tensor) -> torch.Tensor:
+    """Contiguous ``(N, C, H, W)`` → ``(1, N·C, H, W)``, a view. Under ``torch.compile`` the leading dim gets
+    stride ``H·W`` through ``as_strided``: a plain ``view`` gives it the stride ``N·C·H·W``, which Inductor
+    (torch 2.14) fails to order against the others when the shapes are symbolic ("cannot determine truth
+    value of Relational"); in eager ``view`` keeps the cheaper backward."""
+    n, c, h, w = x.shape
+    if torch.compiler.is_compiling():
+        return x.as_strided((1, n * c, h, w), (h * w, h * w, w, 1))
+    return x.view(1, n * c, h, w)
 
 
 def temperature_schedule(epoch: float, anneal_epochs: float = 10.0, start: float = 30.0, end: float = 1.0) -> float:

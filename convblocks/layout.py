@@ -4,7 +4,8 @@ PyTorch's strided copy for this permutation runs far below memory speed on CPU: 
 16×64×64×48 float32 tensor channels-last on 2 cores, against 1.5 ms for a tiled transpose
 (``csrc/transpose.cpp``). PyConv changes layout twice per call and twice in backward, so that copy was a
 tenth of its cost. ``to_memory_format`` uses the compiled transpose, as the differentiable custom op
-``convzoo::transpose_last``, wherever the CPU extension applies, and ``Tensor.contiguous`` elsewhere;
+``convzoo::transpose_last``, wherever the CPU extension applies in eager mode, and ``Tensor.contiguous``
+elsewhere (under ``torch.compile`` too, whose generated code does its own transposes);
 ``cat_to_memory_format`` concatenates channels-last parts straight into an NCHW result (and splits the
 gradient back), one pass over memory instead of a concatenation and a transpose.
 """
@@ -19,12 +20,19 @@ from .kernel_op import KernelOp
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
+def _kernels_apply(x: torch.Tensor) -> bool:
+    """The compiled layout ops apply: ``cpu_ext.usable``, and not under ``torch.compile``, which writes its own
+    transposes (and, with dynamic shapes, failed to order the strides of a permuted custom-op output: "cannot
+    determine truth value of Relational", torch 2.14)."""
+    return x.dtype in DTYPES and cpu_ext.usable(x) and not torch.compiler.is_compiling()
+
+
 def to_memory_format(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
     """``x.contiguous(memory_format=...)``, same values and gradients; a 4-D NCHW ↔ NHWC change on CPU
     goes through the compiled transpose."""
     if x.is_contiguous(memory_format=memory_format):
         return x
-    if x.dim() != 4 or x.dtype not in DTYPES or not cpu_ext.usable(x):
+    if x.dim() != 4 or not _kernels_apply(x):
         return x.contiguous(memory_format=memory_format)
     n, c, h, w = x.shape
     if memory_format == torch.channels_last and x.is_contiguous():
@@ -57,8 +65,7 @@ def cat_to_memory_format(parts: list[torch.Tensor], memory_format: torch.memory_
     direct = (
         memory_format == torch.contiguous_format
         and first.dim() == 4
-        and first.dtype in DTYPES
-        and cpu_ext.usable(first)
+        and _kernels_apply(first)
         and all(
             p.dtype == first.dtype and p.shape[0] == first.shape[0] and p.shape[2:] == first.shape[2:] for p in parts
         )

@@ -83,3 +83,18 @@ def test_torch_compile_matches_eager(name):
     g1 = torch.autograd.grad(out.square().sum(), x)[0]
     g2 = torch.autograd.grad(ref.square().sum(), x)[0]
     torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL)
+def test_torch_compile_with_dynamic_shapes_matches_eager(name):
+    """Multi-scale training: one compiled graph for several batch sizes and resolutions (symbolic shapes)."""
+    block = make(name).train()
+    compiled = torch.compile(block, dynamic=True)
+    for shape in [(2, 64, 12, 10), (3, 64, 10, 14)]:
+        x = torch.randn(*shape, requires_grad=True)
+        out, ref = compiled(x), block(x)
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+        g1 = torch.autograd.grad(out.square().sum(), x)[0]
+        g2 = torch.autograd.grad(ref.square().sum(), x)[0]
+        torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-4)

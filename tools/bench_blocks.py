@@ -188,8 +188,8 @@ def bench_shape(shape, names, device, reps, warmup, channels_last, compile_, amp
     xg = x.clone().requires_grad_()
     rows, steps, modules = [], {}, {}
     if compile_:
-        # Each shape compiles afresh (static shapes). Without the reset the second shape recompiles with
-        # dynamic shapes, and on torch 2.14.1 Inductor then failed on one block (docs/benchmarks.md).
+        # Each shape compiles afresh with static shapes, the graph a fixed-size training run would get (without
+        # the reset the second shape would recompile with dynamic shapes).
         torch._dynamo.reset()
     for name in names:
         factory, peer = CANDIDATES[name]
