@@ -29,8 +29,14 @@ def _raise_terminated(signum: int, frame: object) -> None:
         return
     _TERMINATED.append(signum)
     # The workers got the same signal; PyTorch's SIGCHLD handler would raise "worker killed" during teardown.
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    # A Python no-op, not SIG_DFL: a SIGCHLD already pending would otherwise print "Signal 17 ignored due to
+    # race condition" with a traceback when Python gets to it.
+    signal.signal(signal.SIGCHLD, _ignore_signal)
     raise Terminated(signal.Signals(signum).name)
+
+
+def _ignore_signal(signum: int, frame: object) -> None:
+    return None
 
 
 _MAIN_PID = os.getpid()
