@@ -68,7 +68,11 @@ def run(main: Callable[[], int | None]) -> int:
             raise
         name = signal.Signals(_TERMINATED[0]).name
         print(f"stopped by {name}; resume with --resume (the last epoch checkpoint is kept)", file=sys.stderr)
-        return 143
+        # Lightning's teardown has run and checkpoints are written atomically. Leave now: the interpreter's
+        # exit handlers would shut the killed data-loader workers down again and print their tracebacks.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(143)
 
 
 def stats_table(stats: Mapping[str, float], title: str = "") -> str:
