@@ -167,13 +167,14 @@ class DepthwiseSum(torch.autograd.Function):
         gx = gw = gb = None
         if weight.shape[0] > groups and not compiled_w:  # both from one oneDNN call: cheaper than two
             gx, gw = _grouped_conv_backward(g, x, weight, stride, padding, dilation, need_x, need_w)
-        elif need_x:
-            gx = _input_gradient(g, x, weight, stride, padding, dilation)
-        if need_w and compiled_w:
-            xl, gl = x.permute(0, 2, 3, 1).contiguous(), g.permute(0, 2, 3, 1).contiguous()
-            gw = grouped_wgrad(gl, xl, list(weight.shape[-2:]), stride, padding, dilation, groups)
-        elif need_w and gw is None:
-            gw = _grouped_conv_backward(g, x, weight, stride, padding, dilation, False, True)[1]
+        else:
+            if need_x:
+                gx = _input_gradient(g, x, weight, stride, padding, dilation)
+            if need_w and compiled_w:
+                xl, gl = x.permute(0, 2, 3, 1).contiguous(), g.permute(0, 2, 3, 1).contiguous()
+                gw = grouped_wgrad(gl, xl, list(weight.shape[-2:]), stride, padding, dilation, groups)
+            elif need_w:
+                gw = _grouped_conv_backward(g, x, weight, stride, padding, dilation, False, True)[1]
         if ctx.has_bias and need_b:
             gb = grad_out.sum((0, 2, 3))
         return gx, gw, gb, None
