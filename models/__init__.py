@@ -4,7 +4,7 @@ from .allocator import keep_freed_memory
 from .backbone import TimmBackbone, build_backbone
 from .describe import describe
 from .detection import TimmFPN
-from .keypoints import decode_heatmaps, decode_regression, decode_simcc, heatmap_loss, regression_loss, simcc_loss
+from .keypoints import decode_regression, decode_simcc, heatmap_loss, regression_loss, simcc_loss
 from .pose import TopDownPose
 from .pose_heads import HeatmapHead, RegressionHead, SimCCHead
 from .registry import HEADS, MODELS, build_model, register_head, register_model
@@ -26,7 +26,6 @@ __all__ = [
     "apply_block_rules",
     "build_backbone",
     "build_model",
-    "decode_heatmaps",
     "decode_regression",
     "decode_simcc",
     "describe",

@@ -6,18 +6,6 @@ import torch
 import torch.nn.functional as F
 
 
-def decode_heatmaps(heatmaps: torch.Tensor, stride: float = 4.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Argmax decoding: ``(N, K, h, w)`` → coordinates ``(N, K, 2)`` as (x, y) input pixels and scores ``(N, K)``.
-
-    A heatmap pixel ``(i, j)`` maps to the input pixel ``(j·stride, i·stride)`` (pixel-centre convention
-    of SimpleBaseline's targets).
-    """
-    n, k, h, w = heatmaps.shape
-    scores, idx = heatmaps.flatten(2).max(dim=2)
-    xy = torch.stack(((idx % w).to(heatmaps.dtype), (idx // w).to(heatmaps.dtype)), dim=-1)
-    return xy * stride, scores
-
-
 def decode_simcc(
     x_logits: torch.Tensor, y_logits: torch.Tensor, split_ratio: float = 2.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
