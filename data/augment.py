@@ -79,6 +79,8 @@ class TopDownAugmentConfig:
     """Options for top-down keypoint augmentation; `from_dict` validates a YAML-style dict."""
 
     flip_prob: float = 0.5
+    shift_factor: float = 0.0  # box centre moved by U(-f, f) x the box size (mmpose/SimpleBaseline use 0.16) ...
+    shift_prob: float = 0.3  # ... with this probability
     scale_factor: float = 0.35  # box scale multiplied by U(1 - f, 1 + f)
     rotation_deg: float = 40.0  # rotation drawn from U(-r, r) ...
     rotation_prob: float = 0.6  # ... with this probability
@@ -120,6 +122,8 @@ class TopDownAugment:
         visible = keypoints[:, 2] > 0
         if visible.sum() >= c.half_body_min_keypoints and rng.random() < c.half_body_prob:
             center, scale = self._half_body(keypoints, visible, rng, center, scale)
+        if c.shift_factor > 0 and rng.random() < c.shift_prob:  # no draw when off: old recipes keep their samples
+            center = center + rng.uniform(-c.shift_factor, c.shift_factor, size=2) * scale
         scale = scale * rng.uniform(1 - c.scale_factor, 1 + c.scale_factor)
         rotation = float(rng.uniform(-c.rotation_deg, c.rotation_deg)) if rng.random() < c.rotation_prob else 0.0
         flip = bool(rng.random() < c.flip_prob)

@@ -32,6 +32,11 @@ class SyntheticOptions(Strict):
     width: int = Field(256, ge=32)
     height: int = Field(256, ge=32)
     max_people: int = Field(4, ge=1)
+    min_person_frac: float = Field(0.3, gt=0)
+    max_person_frac: float = Field(1.0, gt=0)
+    side_shade: float = Field(0.4, ge=0, lt=1)
+    min_clutter: int = Field(6, ge=0)
+    max_clutter: int = Field(20, ge=1)
 
 
 class HeatmapOptions(Strict):

@@ -55,12 +55,15 @@ class HeatmapCodec:
     def encode(self, keypoints: np.ndarray, visible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keypoints (K, 2) in crop pixels and visibility (K,) -> heatmap (K, h, w) and target_weight (K,).
 
-        Invisible keypoints (visible <= 0) and keypoints outside the crop get an all-zero heatmap and weight 0.
+        A labelled keypoint within 3 sigma of the heatmap's area, even just outside the crop, keeps weight 1 and
+        the part of its Gaussian that falls on the map (as mmpose and SimpleBaseline do); farther ones and
+        unlabelled ones (visible <= 0) get an all-zero heatmap and weight 0.
         """
         h, w = self.heatmap_size
         uv = self.to_heatmap(keypoints).astype(np.float32)
-        inside = (uv[:, 0] >= -0.5) & (uv[:, 0] <= w - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= h - 0.5)
-        weight = ((np.asarray(visible) > 0) & inside).astype(np.float32)
+        lo, r = -0.5 - 3 * self.sigma, 3 * self.sigma - 0.5
+        near = (uv[:, 0] >= lo) & (uv[:, 0] <= w + r) & (uv[:, 1] >= lo) & (uv[:, 1] <= h + r)
+        weight = ((np.asarray(visible) > 0) & near).astype(np.float32)
         dx2 = (self._grid_x - uv[:, 0, None, None]) ** 2
         dy2 = (self._grid_y - uv[:, 1, None, None]) ** 2
         heatmap = np.exp(-(dx2 + dy2) / (2.0 * self.sigma**2)) * weight[:, None, None]

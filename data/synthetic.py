@@ -26,7 +26,7 @@ from data.errors import DataError
 from data.keypoint_meta import COCO_KEYPOINT_NAMES, COCO_SIGMAS, COCO_SKELETON
 from data.synthetic_figure import draw_figure, keypoint_visibility, sample_figure
 
-GENERATOR_VERSION = 1  # bump when the rendering changes so caches are regenerated
+GENERATOR_VERSION = 2  # bump when the rendering changes so caches are regenerated
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,6 +42,9 @@ class SynthConfig:
     max_people: int = 4
     min_person_frac: float = 0.3  # figure height as a fraction of the image height ...
     max_person_frac: float = 1.0  # ... drawn log-uniformly in [min, max]
+    side_shade: float = 0.4  # the person's left arm and leg are this much darker (0: left and right look alike)
+    min_clutter: int = 6  # background shapes per image, drawn from [min, max) ...
+    max_clutter: int = 20  # ... rectangles, circles, polygons and limb-like sticks
     jpeg_quality: int = 90
 
     def __post_init__(self) -> None:
@@ -51,6 +54,10 @@ class SynthConfig:
             raise DataError(f"synthetic images must be at least 32x32, got {self.width}x{self.height}")
         if self.max_people < 1 or not 0 < self.min_person_frac <= self.max_person_frac:
             raise DataError("synthetic max_people must be >= 1 and 0 < min_person_frac <= max_person_frac")
+        if not 0 <= self.side_shade < 1:
+            raise DataError(f"synthetic side_shade must be in [0, 1), got {self.side_shade}")
+        if not 0 <= self.min_clutter < self.max_clutter:
+            raise DataError("synthetic clutter needs 0 <= min_clutter < max_clutter, e.g. min_clutter=0 max_clutter=1")
 
     def key(self) -> str:
         """Short hash of the parameters and generator version: the cache folder name."""
@@ -85,7 +92,7 @@ def default_cache_dir() -> Path:
     return Path(env) / "synth" if env else REPO_ROOT / "runs" / "cache" / "synth"
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def _background(rng: np.random.Generator, h: int, w: int, clutter: tuple[int, int]) -> np.ndarray:
     """Gradient plus random rectangles, circles, polygons and thick sticks (limb-like distractors)."""
     a, b = rng.integers(0, 256, size=(2, 3)).astype(np.float32)
     theta = rng.uniform(0, 2 * np.pi)
@@ -93,7 +100,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     yy = np.arange(h, dtype=np.float32)[:, None] * (np.sin(theta) / h)
     t = (xx + yy + 1) * 0.5
     image = np.ascontiguousarray((a + (b - a) * t[..., None]).astype(np.uint8))
-    for _ in range(int(rng.integers(6, 20))):
+    for _ in range(int(rng.integers(*clutter))):
         colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
         kind = rng.integers(4)
         p = rng.integers([-20, -20], [w + 20, h + 20], size=(2, 2))
@@ -112,12 +119,17 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 def render_image(cfg: SynthConfig, rng: np.random.Generator) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """One RGB image (H, W, 3) uint8 and its person annotations (no ids yet), drawn back to front."""
     h, w = cfg.height, cfg.width
-    image = _background(rng, h, w)
+    image = _background(rng, h, w, (cfg.min_clutter, cfg.max_clutter))
     labels = np.zeros((h, w), dtype=np.int32)
     n = int(rng.integers(1, cfg.max_people + 1))
     lo, hi = np.log(cfg.min_person_frac * h), np.log(cfg.max_person_frac * h)
     figures = [
-        sample_figure(rng, float(np.exp(rng.uniform(lo, hi))), rng.uniform([-0.1 * w, 0.15 * h], [1.1 * w, 1.05 * h]))
+        sample_figure(
+            rng,
+            float(np.exp(rng.uniform(lo, hi))),
+            rng.uniform([-0.1 * w, 0.15 * h], [1.1 * w, 1.05 * h]),
+            cfg.side_shade,
+        )
         for _ in range(n)
     ]
     figures.sort(key=lambda f: f.keypoints[11:13, 1].mean())  # lower in the image = nearer = drawn later

@@ -61,8 +61,13 @@ class Figure:
     colours: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
-def sample_figure(rng: np.random.Generator, height_px: float, pelvis_xy: np.ndarray) -> Figure:
-    """Sample a plausible pose (view, lean, limb angles, foreshortening) for a figure `height_px` tall."""
+def sample_figure(rng: np.random.Generator, height_px: float, pelvis_xy: np.ndarray, side_shade: float = 0.0) -> Figure:
+    """Sample a plausible pose (view, lean, limb angles, foreshortening) for a figure `height_px` tall.
+
+    ``side_shade`` darkens the person's left arm and leg by that fraction: without it left and right limbs
+    look alike, and only the face (often a few pixels) tells a figure seen from the front from one seen from
+    the back, i.e. which limb is the left one.
+    """
     view = rng.choice(3, p=[0.55, 0.2, 0.25])  # front, back, profile
     yaw = np.deg2rad(
         [rng.uniform(-35, 35), 180 + rng.uniform(-35, 35), rng.choice([-1, 1]) * rng.uniform(60, 120)][view]
@@ -130,6 +135,7 @@ def sample_figure(rng: np.random.Generator, height_px: float, pelvis_xy: np.ndar
         radius * height_px,
         tilt + np.rad2deg(np.arctan2(up_h[0], -up_h[1])),
         view,
+        side_shade,
     )
     return fig
 
@@ -145,6 +151,7 @@ def _add_parts(
     radius: float,
     head_angle: float,
     view: int,
+    side_shade: float,
 ) -> None:
     """Fill fig.parts (name, kind, points, thickness, colour) in back-to-front drawing order."""
     k = fig.keypoints
@@ -155,20 +162,23 @@ def _add_parts(
     leg_t = max(2.0, 0.06 * height_px * rng.uniform(0.8, 1.2))
     idx = {"l": (5, 7, 9, 11, 13, 15), "r": (6, 8, 10, 12, 14, 16)}
 
+    def shade(colour: tuple[int, int, int], s: str) -> tuple[int, int, int]:
+        return tuple(int(round(c * (1 - side_shade))) for c in colour) if s == "l" else colour
+
     def arm(s: str) -> list:
         sh, el, wr = (k[i] for i in idx[s][:3])
         return [
-            (f"upper_arm_{s}", "line", np.stack([sh, el]), arm_t, shirt),
-            (f"forearm_{s}", "line", np.stack([el, wr]), arm_t * 0.9, sleeve),
-            (f"hand_{s}", "disc", wr[None], arm_t * 0.7, skin),
+            (f"upper_arm_{s}", "line", np.stack([sh, el]), arm_t, shade(shirt, s)),
+            (f"forearm_{s}", "line", np.stack([el, wr]), arm_t * 0.9, shade(sleeve, s)),
+            (f"hand_{s}", "disc", wr[None], arm_t * 0.7, shade(skin, s)),
         ]
 
     def leg(s: str) -> list:
         hp, kn, an = (k[i] for i in idx[s][3:])
         return [
-            (f"thigh_{s}", "line", np.stack([hp, kn]), leg_t, pants),
-            (f"shin_{s}", "line", np.stack([kn, an]), leg_t * 0.85, pants),
-            (f"foot_{s}", "disc", an[None], leg_t * 0.6, shoes),
+            (f"thigh_{s}", "line", np.stack([hp, kn]), leg_t, shade(pants, s)),
+            (f"shin_{s}", "line", np.stack([kn, an]), leg_t * 0.85, shade(pants, s)),
+            (f"foot_{s}", "disc", an[None], leg_t * 0.6, shade(shoes, s)),
         ]
 
     torso = [

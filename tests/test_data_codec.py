@@ -64,12 +64,24 @@ def test_encode_decode_round_trip(refine: str, tol: float) -> None:
         assert np.median(err) < 0.02
 
 
-def test_invisible_and_outside_keypoints_get_zero_weight_and_heatmap() -> None:
+def test_unlabelled_and_far_outside_keypoints_get_zero_weight_and_heatmap() -> None:
+    codec = HeatmapCodec()  # 256x192 crop, stride 4, sigma 2: 3 sigma = 6 heatmap px = 24 crop px
+    kp = np.array([[50.0, 50.0], [50.0, 50.0], [-40.0, 30.0], [100.0, 300.0], [210.0, 100.0]])
+    heatmap, weight = codec.encode(kp, np.array([2, 0, 2, 1, 2]))
+    np.testing.assert_array_equal(weight, [1, 0, 0, 0, 1])  # 210 is 18 px right of the crop: within 3 sigma
+    assert heatmap[0].max() > 0.9 and heatmap[1:4].max() == 0
+
+
+def test_keypoints_just_outside_the_crop_get_a_partial_gaussian() -> None:
     codec = HeatmapCodec()
-    kp = np.array([[50.0, 50.0], [50.0, 50.0], [-10.0, 30.0], [100.0, 300.0]])
-    heatmap, weight = codec.encode(kp, np.array([2, 0, 2, 1]))
-    np.testing.assert_array_equal(weight, [1, 0, 0, 0])
-    assert heatmap[0].max() > 0.9 and heatmap[1:].max() == 0
+    kp = np.array([[-10.0, 30.0], [196.0, 255.0]])
+    heatmap, weight = codec.encode(kp, np.array([2, 1]))
+    np.testing.assert_array_equal(weight, [1, 1])
+    u, v = codec.to_heatmap(kp).T  # the map holds the Gaussian's tail around the outside centre
+    ys, xs = np.mgrid[0:64, 0:48]
+    expected = np.exp(-((xs[None] - u[:, None, None]) ** 2 + (ys[None] - v[:, None, None]) ** 2) / 8.0)
+    np.testing.assert_allclose(heatmap, expected, atol=1e-6)
+    assert 0.1 < heatmap[0].max() < 0.9 and heatmap[0, :, 0].argmax() == round(v[0])
 
 
 def test_flip_back_is_exact_for_mirrored_crops() -> None:

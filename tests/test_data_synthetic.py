@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 
 from data import CocoKeypointDataset, SynthConfig, ensure_synthetic, evaluate_keypoints, heatmaps_to_coco_results
 from data.baselines import mean_pose_ap
-from data.synthetic import generate
+from data.errors import DataError
+from data.synthetic import generate, render_image
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -93,3 +94,28 @@ def test_mean_pose_baseline_is_low_and_exact_for_a_single_pose(tiny, tmp_path: P
     single = {**data, "annotations": [ann], "images": [i for i in data["images"] if i["id"] == ann["image_id"]]}
     (tmp_path / "one.json").write_text(json.dumps(single))
     assert mean_pose_ap(tmp_path / "one.json", tmp_path / "one.json")["AP"] == pytest.approx(1.0)
+
+
+def test_left_limbs_are_darker_and_nothing_else_changes() -> None:
+    plain, shaded = SynthConfig(side_shade=0.0), SynthConfig(side_shade=0.4)
+    rng = lambda: np.random.default_rng([0, 0, 3])  # noqa: E731 - the same draws for both renders
+    a_img, a_anns = render_image(plain, rng())
+    b_img, b_anns = render_image(shaded, rng())
+    assert a_anns == b_anns  # the shade changes colours only: same poses, visibility, masks, boxes
+    changed = np.abs(a_img.astype(int) - b_img).max(axis=-1) > 12
+    assert 0 < changed.mean() < 0.2
+    ratio = b_img[changed].astype(float).mean() / a_img[changed].astype(float).mean()
+    assert 0.55 < ratio < 0.7  # 1 - side_shade, up to noise and antialiasing at the edges
+
+
+def test_clutter_range_sets_the_background_shapes() -> None:
+    bare = SynthConfig(min_clutter=0, max_clutter=1, max_people=1)
+    image, _ = render_image(bare, np.random.default_rng([0, 0, 1]))
+    busy, _ = render_image(SynthConfig(max_people=1), np.random.default_rng([0, 0, 1]))
+    # Without shapes the background is a smooth gradient (plus sensor noise): far fewer strong edges.
+    edges = lambda im: (np.abs(np.diff(im.astype(int), axis=1)).max(axis=-1) > 40).mean()  # noqa: E731
+    assert edges(image) < 0.5 * edges(busy)
+    with pytest.raises(DataError, match="min_clutter < max_clutter"):
+        SynthConfig(min_clutter=3, max_clutter=3)
+    with pytest.raises(DataError, match="side_shade"):
+        SynthConfig(side_shade=1.0)
