@@ -40,7 +40,11 @@ class TopDownPose(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``(N, 3, H, W)`` → heatmaps ``(N, K, h, w)`` or SimCC logits."""
-        return self.head(self.neck(self.backbone(images)[-1]))
+        features = self.backbone(images)
+        last = self.neck(features[-1])
+        if getattr(self.head, "multi_level", False):  # a head with skips reads every backbone output
+            return self.head([*features[:-1], last])
+        return self.head(last)
 
 
 def build_neck(spec: Any, in_channels: int, where: str = "model.neck") -> tuple[nn.Module, int]:
@@ -64,7 +68,8 @@ def build_neck(spec: Any, in_channels: int, where: str = "model.neck") -> tuple[
 
 def build_head(spec: Any, context: Mapping[str, Any], where: str = "model.head") -> nn.Module:
     """A registered head from ``{"type": name, **options}``; it also gets whichever of ``in_channels``,
-    ``num_keypoints``, ``input_size`` (H, W) and ``feature_size`` (h, w) its factory accepts, and ``where``."""
+    ``num_keypoints``, ``input_size`` (H, W), ``feature_size`` (h, w), ``feature_channels`` and
+    ``feature_strides`` (of every backbone output) its factory accepts, and ``where``."""
     spec = {"type": spec} if isinstance(spec, str) else dict(require_mapping(spec, where))
     if "type" not in spec:
         raise BlockConfigError(f"{where}: missing 'type'; known heads: {', '.join(HEADS.names())}")
@@ -111,5 +116,7 @@ def topdown_pose(
         "num_keypoints": num_keypoints,
         "input_size": tuple(size),
         "feature_size": (size[0] // stride, size[1] // stride),
+        "feature_channels": [*bb.out_channels[:-1], channels],
+        "feature_strides": list(bb.reductions),
     }
     return TopDownPose(bb, neck_module, build_head(head, context), size)

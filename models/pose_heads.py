@@ -65,6 +65,9 @@ class HeatmapHead(nn.Module):
         conv_layers: int = 0,
         conv_kernel: int = 3,
         final_kernel: int = 1,
+        skips: bool = False,
+        feature_channels: Sequence[int] = (),
+        feature_strides: Sequence[int] = (),
         blocks: Sequence[dict[str, Any]] | None = None,
         where: str = "head",
     ) -> None:
@@ -87,14 +90,58 @@ class HeatmapHead(nn.Module):
             )
             c = deconv_channels
         self.deconvs = nn.Sequential(*layers)
+        self.skip_levels, self.laterals = self._laterals(
+            skips, feature_channels, feature_strides, deconv_layers, c, where
+        )
         self.convs = nn.Sequential(*[conv_norm_act(c, c, conv_kernel) for _ in range(conv_layers)])
         self.final = nn.Conv2d(c, num_keypoints, final_kernel, padding=final_kernel // 2)
         _init_normal(self)
         self.surgery = apply_block_rules(self, blocks, None, where)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, C, h, w) → (N, K, h·2^L, w·2^L)`` heatmap logits."""
-        return self.final(self.convs(self.deconvs(x)))
+    @property
+    def multi_level(self) -> bool:
+        """Whether ``forward`` takes every backbone output (skips) rather than the last one."""
+        return bool(self.skip_levels)
+
+    @staticmethod
+    def _laterals(
+        skips: bool, channels: Sequence[int], strides: Sequence[int], deconvs: int, width: int, where: str
+    ) -> tuple[list[int], nn.ModuleList]:
+        """For each deconv, the backbone output at its output stride (or -1) and a 1x1 conv + BN from it."""
+        if not skips:
+            return [], nn.ModuleList()
+        if not strides:
+            raise BlockConfigError(f"{where}.skips: this model gives the head no backbone feature list")
+        levels = [strides.index(strides[-1] >> (i + 1)) if strides[-1] >> (i + 1) in strides else -1
+                  for i in range(deconvs)]  # fmt: skip
+        if all(level < 0 for level in levels):
+            wanted = [strides[-1] >> (i + 1) for i in range(deconvs)]
+            raise BlockConfigError(
+                f"{where}.skips: no backbone output at the deconvs' strides {wanted}; add the stages that have them "
+                f"to backbone.out_indices (outputs now at strides {list(strides)})"
+            )
+        laterals = nn.ModuleList(
+            nn.Sequential(OrderedDict(conv=nn.Conv2d(channels[level], width, 1, bias=False), bn=nn.BatchNorm2d(width)))
+            if level >= 0
+            else nn.Identity()
+            for level in levels
+        )
+        return levels, laterals
+
+    def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """``(N, C, h, w) → (N, K, h·2^L, w·2^L)`` heatmap logits.
+
+        With ``skips``, ``x`` is the list of backbone outputs (last one deepest): after each deconv the output of
+        the same stride is added through its lateral 1x1 conv (a U-Net/FPN-style top-down path).
+        """
+        if not self.skip_levels:
+            return self.final(self.convs(self.deconvs(x)))
+        features, y = x, x[-1]
+        for deconv, level, lateral in zip(self.deconvs, self.skip_levels, self.laterals, strict=True):
+            y = deconv(y)
+            if level >= 0:
+                y = y + lateral(features[level])
+        return self.final(self.convs(y))
 
 
 @register_head("simcc")

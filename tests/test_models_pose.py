@@ -109,6 +109,32 @@ def test_simcc_model_shapes_decode_and_loss():
     assert coords.tolist() == [[[20.5, 50.0]]] and scores.tolist() == [[3.0]]
 
 
+def test_heatmap_head_with_skips_reads_every_backbone_output():
+    """U-Net-style skips: after each deconv the backbone output of that stride is added through a 1x1 conv."""
+    torch.manual_seed(0)
+    cfg = pose_cfg(
+        backbone={**R18, "out_indices": [1, 2, 3]},  # strides 4, 8, 16
+        head={"type": "heatmap", "deconv_layers": 2, "deconv_channels": 16, "skips": True},
+    )
+    model = build_model(cfg)
+    assert model.head.skip_levels == [1, 0] and model.head.multi_level
+    x = torch.randn(2, 3, 128, 96)
+    out = model(x)
+    assert out.shape == (2, 17, 32, 24)
+    # The stride-4 output reaches the heatmaps only through its lateral: the same result by hand.
+    feats = model.backbone(x)
+    head = model.head
+    y = head.deconvs[0](feats[2]) + head.laterals[0](feats[1])
+    y = head.deconvs[1](y) + head.laterals[1](feats[0])
+    torch.testing.assert_close(out, head.final(head.convs(y)))
+    out.sum().backward()
+    assert head.laterals[1].conv.weight.grad.abs().sum() > 0
+    plain = build_model(pose_cfg(backbone={**R18, "out_indices": [1, 2, 3]}, head={"type": "heatmap"}))
+    assert not plain.head.multi_level and plain(x).shape == (2, 17, 64, 48)  # the last output, 3 deconvs
+    with pytest.raises(BlockConfigError, match=r"model\.head\.skips: no backbone output at the deconvs' strides"):
+        build_model(pose_cfg(backbone={**R18, "out_indices": [4]}, head={"type": "heatmap", "skips": True}))
+
+
 def test_heatmap_loss():
     hm = torch.zeros(1, 2, 8, 6)
     hm[0, 0, 3, 5] = 0.9
