@@ -199,12 +199,20 @@ class DetectionAugment:
 
 
 class EpochSeeded:
-    """Mixin for datasets: a per-sample augmentation RNG, from ``(seed, epoch, index)`` once ``set_epoch`` ran.
+    """Mixin for datasets: a per-sample augmentation RNG, from ``(seed, epoch, draw)`` once ``set_epoch`` ran.
 
-    Without ``set_epoch`` it is seeded from torch, so each DataLoader worker draws different augmentations.
+    ``ds[i]`` is ``ds.sample(i, draw=i)``; a dataset repeated within an epoch (``data.Repeated``) passes a
+    different ``draw`` for each repeat. Without ``set_epoch`` the RNG is seeded from torch, so each DataLoader
+    worker draws different augmentations.
     """
 
     _epoch_seed: tuple[int, int] | None = None
+
+    def __getitem__(self, index: int) -> Any:
+        return self.sample(index, draw=index)
+
+    def sample(self, index: int, draw: int) -> Any:
+        raise NotImplementedError
 
     def set_epoch(self, seed: int, epoch: int) -> None:
         """Draw augmentations from ``(seed, epoch, index)`` from now on: reproducible whatever the workers."""

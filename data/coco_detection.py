@@ -103,11 +103,12 @@ class CocoDetectionDataset(EpochSeeded, Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    def sample(self, index: int, draw: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Image ``index`` with the augmentation drawn from ``(seed, epoch, draw)`` (``draw = index`` for ``ds[i]``)."""
         image_id, boxes, labels, areas, crowd = self.items[index]
         image = read_image(self._path(image_id))
         if self.augment is not None:
-            rng = self._rng(index)
+            rng = self._rng(draw)
             keep = np.arange(len(boxes))
             image, boxes, keep = self.augment(image, boxes, keep, rng)
             keep = keep.astype(np.int64)

@@ -172,13 +172,14 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
     def __len__(self) -> int:
         return len(self.instances)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def sample(self, index: int, draw: int) -> dict[str, Any]:
+        """Sample ``index``, augmented with draws from ``(seed, epoch, draw)`` (``ds[i]`` draws as ``i``)."""
         inst = self.instances[index]
         image = read_image(inst.path)
         crop = CropParams(inst.center, inst.scale)
         rng = None
         if self.augment is not None:
-            rng = self._rng(index)
+            rng = self._rng(draw)
             crop = self.augment.sample(crop, inst.keypoints, rng)
         matrix = crop_affine(crop.center, crop.scale, self.input_size, crop.rotation, crop.flip)
         patch = warp_image(image, matrix, self.input_size)

@@ -66,6 +66,7 @@ class DataConfig(Strict):
     val_batch_size: int | None = Field(None, ge=1)
     num_workers: int = Field(2, ge=0)
     train_limit: int | None = Field(None, ge=1)
+    train_repeat: int = Field(1, ge=1)
     val_limit: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")

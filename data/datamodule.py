@@ -44,9 +44,23 @@ class EpochShuffle(Sampler[int]):
         return self.n
 
 
-def _first_samples(dataset: Dataset, limit: int | None) -> Dataset:
-    """The first ``limit`` samples (all when ``None``): quick experiments and tests."""
-    return dataset if limit is None else Subset(dataset, range(min(limit, len(dataset))))
+class Repeated(Dataset):
+    """``dataset`` (or a ``Subset`` of it) ``times`` over in one epoch, each repeat with its own augmentation.
+
+    For small training sets (as mmengine's ``RepeatDataset``): fewer, longer epochs, so per-epoch work
+    (checkpoints, loader start-up) does not dominate. Item ``i`` is sample ``i % n`` drawn as ``i``.
+    """
+
+    def __init__(self, dataset: Dataset, times: int) -> None:
+        self.dataset, self.times = dataset, times
+        self.indices = list(dataset.indices) if isinstance(dataset, Subset) else list(range(len(dataset)))
+        self.base = base_dataset(dataset)
+
+    def __len__(self) -> int:
+        return len(self.indices) * self.times
+
+    def __getitem__(self, index: int) -> Any:
+        return self.base.sample(self.indices[index % len(self.indices)], draw=index)
 
 
 def _first_images(dataset: Dataset, image_ids: list[int], limit: int | None) -> Dataset:
@@ -59,7 +73,7 @@ def _first_images(dataset: Dataset, image_ids: list[int], limit: int | None) -> 
 
 def base_dataset(dataset: Dataset) -> Any:
     """The dataset under any ``Subset`` wrappers."""
-    while isinstance(dataset, Subset):
+    while isinstance(dataset, (Subset, Repeated)):
         dataset = dataset.dataset
     return dataset
 
@@ -93,9 +107,7 @@ class CocoDataModule(L.LightningDataModule):
                     p["train_ann"], p["train_images"], self.input_size, self.codec, augment=augment,
                     missing_images=c.missing_images,
                 )  # fmt: skip
-                self.train_set = (
-                    train if c.train_limit is None else Subset(train, range(min(c.train_limit, len(train))))
-                )
+                self.train_set = self._train_subset(train)
             val = CocoKeypointDataset(
                 p["val_ann"], p["val_images"], self.input_size, self.codec, det_file=p.get("det_file"),
                 det_score_thr=c.det_score_thr, missing_images=c.missing_images,
@@ -106,11 +118,15 @@ class CocoDataModule(L.LightningDataModule):
                 train = CocoDetectionDataset(
                     p["train_ann"], p["train_images"], train=True, augment=augment, missing_images=c.missing_images
                 )
-                self.train_set = (
-                    train if c.train_limit is None else Subset(train, range(min(c.train_limit, len(train))))
-                )
+                self.train_set = self._train_subset(train)
             val = CocoDetectionDataset(p["val_ann"], p["val_images"], train=False, missing_images=c.missing_images)
             self.val_set = _first_images(val, [item[0] for item in val.items], c.val_limit)
+
+    def _train_subset(self, train: Dataset) -> Dataset:
+        """The first ``train_limit`` samples, repeated ``train_repeat`` times per epoch."""
+        limit, times = self.cfg.train_limit, self.cfg.train_repeat
+        subset = train if limit is None else Subset(train, range(min(limit, len(train))))
+        return subset if times == 1 else Repeated(subset, times)
 
     @property
     def collate(self) -> Any:

@@ -124,3 +124,20 @@ def test_box_shift_moves_the_centre_within_its_range_and_draws_nothing_when_off(
     np.testing.assert_array_equal(off.sample(crop, kpts, rng).center, crop.center)
     expected.random(3)  # scale, rotation and flip draws only: recipes without shift keep their samples
     assert rng.random() == expected.random()
+
+
+def test_repeated_set_draws_a_new_augmentation_for_each_repeat(synth) -> None:
+    from torch.utils.data import Subset
+
+    from data.datamodule import Repeated, base_dataset
+
+    ds = CocoKeypointDataset(synth.annotations("train"), synth.images("train"), augment={"rotation_prob": 1.0})
+    ds.set_epoch(seed=0, epoch=0)
+    rep = Repeated(Subset(ds, [2, 0]), times=3)
+    assert len(rep) == 6 and base_dataset(rep) is ds
+    items = [rep[i] for i in range(6)]
+    assert [it["meta"]["ann_id"] for it in items] == [ds.instances[i].ann_id for i in (2, 0) * 3]
+    assert items[0]["meta"]["rotation"] != items[2]["meta"]["rotation"]  # same person, another repeat
+    assert torch.equal(items[0]["image"], ds.sample(2, draw=0)["image"])  # item i is drawn as i
+    assert torch.equal(items[3]["image"], ds.sample(0, draw=3)["image"])
+    assert torch.equal(Repeated(ds, 2)[1]["image"], ds[1]["image"])  # the first repeat of a whole set is ds
