@@ -114,3 +114,18 @@ def read_image(path: str | Path) -> np.ndarray:
     if image is None:
         raise DataError(f"image {str(p)!r} exists but cannot be decoded; the file is corrupt, replace it")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+class ImageCache:
+    """Decoded images of a small data set, read once (RGB uint8 (H, W, 3) by path): a sample then costs a crop,
+    not a JPEG decode. Filled before the loader forks its workers, which share the pages."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.images = {p: read_image(p) for p in dict.fromkeys(paths)}
+
+    def __call__(self, path: Path) -> np.ndarray:
+        return self.images[path]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(image.nbytes for image in self.images.values())

@@ -67,6 +67,7 @@ class DataConfig(Strict):
     num_workers: int = Field(2, ge=0)
     train_limit: int | None = Field(None, ge=1)
     train_repeat: int = Field(1, ge=1)
+    cache_images: bool = False  # decode every image once, up front (pose; small data sets such as the synthetic one)
     val_limit: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")

@@ -105,12 +105,12 @@ class CocoDataModule(L.LightningDataModule):
             if self.with_train:
                 train = CocoKeypointDataset(
                     p["train_ann"], p["train_images"], self.input_size, self.codec, augment=augment,
-                    missing_images=c.missing_images,
+                    missing_images=c.missing_images, cache_images=c.cache_images,
                 )  # fmt: skip
                 self.train_set = self._train_subset(train)
             val = CocoKeypointDataset(
                 p["val_ann"], p["val_images"], self.input_size, self.codec, det_file=p.get("det_file"),
-                det_score_thr=c.det_score_thr, missing_images=c.missing_images,
+                det_score_thr=c.det_score_thr, missing_images=c.missing_images, cache_images=c.cache_images,
             )  # fmt: skip
             self.val_set = _first_images(val, [i.image_id for i in val.instances], c.val_limit)
         else:

@@ -141,3 +141,16 @@ def test_repeated_set_draws_a_new_augmentation_for_each_repeat(synth) -> None:
     assert torch.equal(items[0]["image"], ds.sample(2, draw=0)["image"])  # item i is drawn as i
     assert torch.equal(items[3]["image"], ds.sample(0, draw=3)["image"])
     assert torch.equal(Repeated(ds, 2)[1]["image"], ds[1]["image"])  # the first repeat of a whole set is ds
+
+
+def test_cached_images_give_the_same_samples(synth) -> None:
+    aug = {"rotation_prob": 1.0, "color_jitter": {"p": 1.0}}
+    plain = CocoKeypointDataset(synth.annotations("train"), synth.images("train"), augment=aug)
+    cached = CocoKeypointDataset(synth.annotations("train"), synth.images("train"), augment=aug, cache_images=True)
+    assert len(cached.read.images) == len({inst.path for inst in plain.instances})  # one decode per image file
+    assert cached.read.nbytes == len(cached.read.images) * 128 * 128 * 3
+    for ds in (plain, cached):
+        ds.set_epoch(seed=1, epoch=2)
+    for i in (0, len(plain) - 1):
+        a, b = plain[i], cached[i]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["heatmap"], b["heatmap"])
