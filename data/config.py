@@ -34,7 +34,7 @@ class SyntheticOptions(Strict):
     max_people: int = Field(4, ge=1)
     min_person_frac: float = Field(0.3, gt=0)
     max_person_frac: float = Field(1.0, gt=0)
-    side_shade: float = Field(0.4, ge=0, lt=1)
+    side_shade: float = Field(0.0, ge=0, lt=1)
     min_clutter: int = Field(6, ge=0)
     max_clutter: int = Field(20, ge=1)
 

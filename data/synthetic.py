@@ -42,7 +42,8 @@ class SynthConfig:
     max_people: int = 4
     min_person_frac: float = 0.3  # figure height as a fraction of the image height ...
     max_person_frac: float = 1.0  # ... drawn log-uniformly in [min, max]
-    side_shade: float = 0.4  # the person's left arm and leg are this much darker (0: left and right look alike)
+    side_shade: float = 0.0  # the person's left arm and leg this much darker: a left/right cue that a mirror flips,
+    # so it helps only without flip augmentation and flip test (measured: no AP change with them, docs/results.md)
     min_clutter: int = 6  # background shapes per image, drawn from [min, max) ...
     max_clutter: int = 20  # ... rectangles, circles, polygons and limb-like sticks
     jpeg_quality: int = 90
