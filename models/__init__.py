@@ -16,6 +16,7 @@ __all__ = [
     "MODELS",
     "BlockRule",
     "HeatmapHead",
+    "Inferencer",
     "RegressionHead",
     "Replacement",
     "SimCCHead",
@@ -37,3 +38,13 @@ __all__ = [
     "regression_loss",
     "simcc_loss",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``Inferencer`` is imported on first use: it loads Lightning (``models.runner``), which ``import models``
+    should not pay for."""
+    if name == "Inferencer":
+        from .inference import Inferencer
+
+        return Inferencer
+    raise AttributeError(f"module 'models' has no attribute {name!r}")
