@@ -223,6 +223,7 @@ def train(
     # The best checkpoint is the first epoch with the highest val AP, as ModelCheckpoint(mode="max") keeps it.
     stats = dict(max(module.history, key=lambda h: h["AP"], default=module.metrics))
     epoch = stats.pop("epoch", None)
+    stats.pop("step", None), stats.pop("train_seconds", None)
     result = RunResult(
         run_dir=str(recipe.run_dir),
         metrics=stats,
