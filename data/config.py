@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from data.errors import DataError
-from data.synthetic import SynthConfig, SynthPaths, ensure_synthetic
+from data.synthetic import SYNTH_PRESETS, SynthConfig, SynthPaths, ensure_synthetic
 
 
 class Strict(BaseModel):
@@ -24,8 +24,10 @@ class Strict(BaseModel):
 
 
 class SyntheticOptions(Strict):
-    """Parameters of the built-in synthetic set (see ``data.synthetic.SynthConfig``)."""
+    """Parameters of the built-in synthetic set (see ``data.synthetic.SynthConfig``); ``preset`` fills the
+    difficulty keys not given (``data.synthetic.SYNTH_PRESETS``)."""
 
+    preset: Literal["standard", "easy"] = "standard"
     seed: int = 0
     train_images: int = Field(1200, ge=1)
     val_images: int = Field(120, ge=1)
@@ -37,6 +39,17 @@ class SyntheticOptions(Strict):
     side_shade: float = Field(0.0, ge=0, lt=1)
     min_clutter: int = Field(6, ge=0)
     max_clutter: int = Field(20, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("preset") in SYNTH_PRESETS:
+            return {**SYNTH_PRESETS[values["preset"]], **values}
+        return values
+
+    def synth_config(self) -> SynthConfig:
+        """The generator's parameters (the preset resolved)."""
+        return SynthConfig(**self.model_dump(exclude={"preset"}))
 
 
 class HeatmapOptions(Strict):
@@ -96,7 +109,7 @@ def resolve_paths(cfg: DataConfig, check: bool = True) -> dict[str, str]:
     """
     if cfg.dataset == "synthetic":
         s = cfg.synthetic
-        synth: SynthPaths = ensure_synthetic(SynthConfig(**s.model_dump()))
+        synth: SynthPaths = ensure_synthetic(s.synth_config())
         defaults = {
             "train_ann": synth.annotations("train"),
             "train_images": synth.images("train"),
