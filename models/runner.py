@@ -155,6 +155,19 @@ def _resume_path(recipe: Recipe) -> str | None:
     return str(path)
 
 
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto``: ``bf16-mixed`` where the hardware computes bf16 natively (a CUDA GPU with bf16, or a CPU whose
+    oneDNN has bf16 instructions: AVX512-BF16 or AMX), else ``32-true``; other values are returned unchanged."""
+    if precision != "auto":
+        return precision
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    if accelerator in ("auto", "cpu"):
+        native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+        return "bf16-mixed" if native() else "32-true"
+    return "32-true"
+
+
 def build_trainer(
     recipe: Recipe, callbacks: Sequence[L.Callback] = (), loggers: bool = True, resuming: bool = False
 ) -> L.Trainer:
@@ -165,7 +178,7 @@ def build_trainer(
         devices=t.devices,
         strategy=t.strategy,
         num_nodes=t.num_nodes,
-        precision=t.precision,
+        precision=resolve_precision(t.precision, t.accelerator),
         max_epochs=t.max_epochs,
         check_val_every_n_epoch=t.val_every,
         limit_train_batches=t.limit_train_batches,

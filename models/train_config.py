@@ -49,7 +49,8 @@ class TrainConfig(Strict):
     devices: int | str = 1
     strategy: str = "auto"
     num_nodes: int = Field(1, ge=1)
-    precision: Literal["32-true", "16-mixed", "bf16-mixed", "32", "16", "bf16"] = "32-true"
+    # auto: bf16-mixed where the hardware computes bf16 natively (models.runner.resolve_precision)
+    precision: Literal["auto", "32-true", "16-mixed", "bf16-mixed", "32", "16", "bf16"] = "32-true"
     channels_last: bool = False
     val_every: int = Field(1, ge=1)
     checkpoint_every_n_steps: int | None = Field(None, ge=1)
