@@ -14,7 +14,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from data.errors import DataError
-from data.synthetic import SynthConfig, SynthPaths, ensure_synthetic
 
 
 class Strict(BaseModel):
@@ -95,8 +94,9 @@ def resolve_paths(cfg: DataConfig, check: bool = True) -> dict[str, str]:
     Synthetic data is generated (and cached) here the first time; COCO paths are checked to exist.
     """
     if cfg.dataset == "synthetic":
-        s = cfg.synthetic
-        synth: SynthPaths = ensure_synthetic(SynthConfig(**s.model_dump()))
+        from data.synthetic import SynthConfig, ensure_synthetic  # numpy, OpenCV: not needed to validate a recipe
+
+        synth = ensure_synthetic(SynthConfig(**cfg.synthetic.model_dump()))
         defaults = {
             "train_ann": synth.annotations("train"),
             "train_images": synth.images("train"),
