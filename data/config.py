@@ -9,12 +9,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from data.errors import DataError
-from data.synthetic import SYNTH_PRESETS, SynthConfig, SynthPaths, ensure_synthetic
+from data.synthetic_presets import SYNTH_PRESETS
+
+if TYPE_CHECKING:
+    from data.synthetic import SynthConfig
 
 
 class Strict(BaseModel):
@@ -25,7 +28,7 @@ class Strict(BaseModel):
 
 class SyntheticOptions(Strict):
     """Parameters of the built-in synthetic set (see ``data.synthetic.SynthConfig``); ``preset`` fills the
-    difficulty keys not given (``data.synthetic.SYNTH_PRESETS``)."""
+    difficulty keys not given (``data.synthetic_presets.SYNTH_PRESETS``)."""
 
     preset: Literal["standard", "easy"] = "standard"
     seed: int = 0
@@ -49,6 +52,8 @@ class SyntheticOptions(Strict):
 
     def synth_config(self) -> SynthConfig:
         """The generator's parameters (the preset resolved)."""
+        from data.synthetic import SynthConfig  # numpy, OpenCV: not needed to validate a recipe
+
         return SynthConfig(**self.model_dump(exclude={"preset"}))
 
 
@@ -108,8 +113,9 @@ def resolve_paths(cfg: DataConfig, check: bool = True) -> dict[str, str]:
     Synthetic data is generated (and cached) here the first time; COCO paths are checked to exist.
     """
     if cfg.dataset == "synthetic":
-        s = cfg.synthetic
-        synth: SynthPaths = ensure_synthetic(s.synth_config())
+        from data.synthetic import ensure_synthetic  # numpy, OpenCV: not needed to validate a recipe
+
+        synth = ensure_synthetic(cfg.synthetic.synth_config())
         defaults = {
             "train_ann": synth.annotations("train"),
             "train_images": synth.images("train"),

@@ -25,17 +25,10 @@ from pycocotools import mask as mask_utils
 from data.errors import DataError
 from data.keypoint_meta import COCO_KEYPOINT_NAMES, COCO_SIGMAS, COCO_SKELETON
 from data.synthetic_figure import draw_figure, keypoint_visibility, sample_figure
+from data.synthetic_presets import SYNTH_PRESETS  # noqa: F401 - re-exported beside the generator
 
 GENERATOR_VERSION = 2  # bump when the rendering changes so caches are regenerated
 
-# Named difficulty settings (``data.synthetic.preset``); keys given beside a preset override it.
-#   standard: up to 4 people of 30-100 % of the image height, 6-19 background shapes (the generator's defaults).
-#   easy: up to 2 people of 50-100 %, 2-7 shapes: less occlusion, fewer small figures and distractors, the same
-#         poses, truncation, keypoints and COCO format. The CPU-scale recipes train on it (see docs/data.md).
-SYNTH_PRESETS: dict[str, dict[str, Any]] = {
-    "standard": {},
-    "easy": {"max_people": 2, "min_person_frac": 0.5, "min_clutter": 2, "max_clutter": 8},
-}
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
