@@ -8,12 +8,16 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from data.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 class Strict(BaseModel):
@@ -94,9 +98,20 @@ def resolve_paths(cfg: DataConfig, check: bool = True) -> dict[str, str]:
     Synthetic data is generated (and cached) here the first time; COCO paths are checked to exist.
     """
     if cfg.dataset == "synthetic":
-        from data.synthetic import SynthConfig, ensure_synthetic  # numpy, OpenCV: not needed to validate a recipe
+        from data.synthetic import SynthConfig, SynthPaths, default_cache_dir, ensure_synthetic  # numpy, OpenCV
 
-        synth = ensure_synthetic(SynthConfig(**cfg.synthetic.model_dump()))
+        synth_cfg = SynthConfig(**cfg.synthetic.model_dump())
+        cached = SynthPaths(default_cache_dir() / synth_cfg.key()).manifest.is_file()
+        if not cached:
+            s = cfg.synthetic
+            log.info(
+                "generating the synthetic data set (%d train + %d val images) into %s, once; later runs reuse it",
+                s.train_images, s.val_images, default_cache_dir(),
+            )  # fmt: skip
+        start = time.perf_counter()
+        synth = ensure_synthetic(synth_cfg)
+        if not cached:
+            log.info("synthetic data set ready in %.0f s: %s", time.perf_counter() - start, synth.root)
         defaults = {
             "train_ann": synth.annotations("train"),
             "train_images": synth.images("train"),
