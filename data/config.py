@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,6 +20,8 @@ from data.synthetic_presets import SYNTH_PRESETS
 
 if TYPE_CHECKING:
     from data.synthetic import SynthConfig
+
+log = logging.getLogger(__name__)
 
 
 class Strict(BaseModel):
@@ -113,9 +117,19 @@ def resolve_paths(cfg: DataConfig, check: bool = True) -> dict[str, str]:
     Synthetic data is generated (and cached) here the first time; COCO paths are checked to exist.
     """
     if cfg.dataset == "synthetic":
-        from data.synthetic import ensure_synthetic  # numpy, OpenCV: not needed to validate a recipe
+        from data.synthetic import SynthPaths, default_cache_dir, ensure_synthetic  # numpy, OpenCV
 
-        synth = ensure_synthetic(cfg.synthetic.synth_config())
+        synth_cfg = cfg.synthetic.synth_config()
+        cached = SynthPaths(default_cache_dir() / synth_cfg.key()).manifest.is_file()
+        if not cached:
+            log.info(
+                "generating the synthetic data set (%d train + %d val images) into %s, once; later runs reuse it",
+                synth_cfg.train_images, synth_cfg.val_images, default_cache_dir(),
+            )  # fmt: skip
+        start = time.perf_counter()
+        synth = ensure_synthetic(synth_cfg)
+        if not cached:
+            log.info("synthetic data set ready in %.0f s: %s", time.perf_counter() - start, synth.root)
         defaults = {
             "train_ann": synth.annotations("train"),
             "train_images": synth.images("train"),

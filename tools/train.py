@@ -22,7 +22,8 @@ def main() -> int:
     parser.add_argument("--resume", action="store_true", help="continue from <run_dir>/checkpoints/last.ckpt")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_intermixed_args()
-    overrides = [*args.overrides, *(["train.resume=true"] if args.resume else [])]
+    given = any(o.startswith("train.resume=") for o in args.overrides)  # a checkpoint path: keep it
+    overrides = [*args.overrides, *(["train.resume=true"] if args.resume and not given else [])]
     recipe = load_recipe(args.config, overrides)  # every recipe error stops here, before torch is imported
     from models.runner import train
 
