@@ -21,7 +21,7 @@ def chunk_size(n: int, per_sample_bytes: int) -> int:
     batched GEMM split a chunk's samples between threads, so an odd chunk leaves a core idle)."""
     threads = torch.get_num_threads()
     fits = max(1, CHUNK_BYTES // max(per_sample_bytes, 1))
-    return min(n, max(threads, fits // threads * threads))
+    return max(1, min(n, max(threads, fits // threads * threads)))  # ≥ 1: a range step, even for n = 0
 
 
 def _grid_sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:

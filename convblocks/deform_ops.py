@@ -109,7 +109,7 @@ def deform_columns(
     cols = F.grid_sample(sample_in, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if mask is not None:  # (N*G, C/G, K*H_out, W_out) * (N*G, 1, K*H_out, W_out)
         cols = cols * mask.to(cols.dtype).reshape(cols.shape[0], 1, *cols.shape[2:])
-    return cols.view(n, c * kernel_size[0] * kernel_size[1], -1)
+    return cols.view(n, c * kernel_size[0] * kernel_size[1], offset.shape[-2] * offset.shape[-1])
 
 
 def _compute_dtype(input: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
@@ -124,7 +124,7 @@ def _reference(input, offset, weight, bias, stride, padding, dilation, mask, out
     cdtype = _compute_dtype(input, weight)
     cols = deform_columns(input, offset, mask, (kh, kw), stride, padding, dilation).to(cdtype)
     w = weight.to(cdtype).reshape(groups, cout // groups, cin_g * kh * kw)
-    out = torch.matmul(w, cols.view(n, groups, cin_g * kh * kw, -1))  # (N, g, C_out/g, L)
+    out = torch.matmul(w, cols.view(n, groups, cin_g * kh * kw, cols.shape[-1]))  # (N, g, C_out/g, L)
     return _finish(out.reshape(n, cout, *out_hw), bias)
 
 
@@ -205,6 +205,8 @@ def deform_conv2d(
     kh, kw = weight.shape[-2:]
     out_hw = output_size(tuple(input.shape[-2:]), (kh, kw), stride, padding, dilation)
     _, groups = _check_shapes(input, offset, weight, mask, out_hw)
+    if input.shape[0] == 0:  # nothing to sample: autograd gives the empty output and zero weight gradients
+        return _reference(input, offset, weight, bias, stride, padding, dilation, mask, out_hw, groups)
     if impl == "auto":
         impl = _auto_impl(input)
     if impl == "fused":

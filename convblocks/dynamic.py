@@ -12,8 +12,9 @@ Three equivalent formulations, selected by ``impl``:
 - ``"mixture"``: one conv with all K kernels, outputs mixed by π (K× the conv FLOPs, no per-sample
   weights, so a traced or exported graph accepts any batch size).
 - ``"auto"``: ``"mixture"`` under ``torch.jit.trace`` and ``torch.export`` (graphs that must accept any batch
-  size); else, also under ``torch.compile`` (which specializes on the batch size), ``"unfold"`` on CPU where
-  each output sums at least ``UNFOLD_MIN_INPUTS`` inputs and ``"grouped"`` otherwise.
+  size) and for an empty batch (which has no per-sample kernels, whatever ``impl``); else, also under
+  ``torch.compile`` (which specializes on the batch size), ``"unfold"`` on CPU where each output sums at least
+  ``UNFOLD_MIN_INPUTS`` inputs and ``"grouped"`` otherwise.
 """
 
 from __future__ import annotations
@@ -31,9 +32,8 @@ from .layout import to_memory_format
 from .registry import register_block
 
 DYNAMIC_IMPLS = ("auto", "grouped", "unfold", "mixture")
-# ``auto`` on CPU takes ``unfold`` from this many inputs per output, (C_in/g)·kh·kw, up. Forward+backward against
-# a 3×3 conv, same run (docs/benchmarks.md): 128 channels (1152) unfold 1.06×, grouped 1.14×; 256 channels
-# 1.10× against 1.38×; 64 channels (576) 1.31-1.34× against 1.18-1.19×.
+# ``auto`` on CPU takes ``unfold`` from this many inputs per output, (C_in/g)·kh·kw, up (128 channels at 3×3):
+# there the batched matmul beats the grouped conv, below it loses (docs/benchmarks.md).
 UNFOLD_MIN_INPUTS = 1024
 
 
@@ -175,7 +175,7 @@ class DynamicConv2d(nn.Module):
 
     def auto_impl(self, x: torch.Tensor) -> str:
         """The formulation ``impl="auto"`` takes for input ``x`` (see the module docstring)."""
-        if torch.jit.is_tracing() or torch.compiler.is_exporting():
+        if torch.jit.is_tracing() or torch.compiler.is_exporting() or x.shape[0] == 0:
             return "mixture"
         inputs = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]
         return "unfold" if x.device.type == "cpu" and inputs >= UNFOLD_MIN_INPUTS else "grouped"
@@ -184,7 +184,7 @@ class DynamicConv2d(nn.Module):
         """``(N, C_in, H, W) → (N, C_out, H_out, W_out)``, as ``nn.Conv2d`` with the same arguments."""
         pi = self.attention(x)
         impl = self.impl
-        if impl == "auto":
+        if impl == "auto" or x.shape[0] == 0:  # an empty batch has no per-sample kernels (groups = 0 · g)
             impl = self.auto_impl(x)
         if impl == "mixture":
             return self.forward_mixture(x, pi)

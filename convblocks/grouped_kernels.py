@@ -2,17 +2,16 @@
 
 - ``convzoo::grouped_forward`` (``csrc/grouped_forward.cpp``): the forward of a grouped conv with one to four
   outputs per group at stride 1, channels-last; every channel's depthwise products summed per group in
-  registers, faster than oneDNN's grouped conv (3-5×) and its depthwise conv plus a separate sum.
+  registers, faster than oneDNN's grouped conv and than its depthwise conv plus a separate sum.
 - ``convzoo::grouped_wgrad`` (``csrc/grouped_wgrad.cpp``): the weight gradient of a grouped conv with few
-  output channels per group, channels-last. At 16×64×64×48 about 0.36× oneDNN's time at PyConv's 9×9 level
-  (one output per group) and 0.72× at its 7×7 level (two), but 1.4× at its 5×5 level (four): used up to
-  ``WGRAD_MAX_OUTPUTS``.
+  output channels per group, channels-last. Faster than oneDNN's with one or two outputs per group (PyConv's
+  9×9 and 7×7 levels), slower with four (its 5×5 level): used up to ``WGRAD_MAX_OUTPUTS``.
 - ``convzoo::grouped_dgrad`` (``csrc/grouped_dgrad.cpp``): the input gradient of a grouped conv with few
-  outputs per group at stride 1, channels-last (``dgrad_kernel_applies``). Same shape: 0.37× oneDNN's time at
-  the 9×9 level, 0.78× at the 7×7 level, 1.5× at the 5×5 level: used up to ``DGRAD_MAX_OUTPUTS``.
+  outputs per group at stride 1, channels-last (``dgrad_kernel_applies``). Likewise faster than oneDNN's with
+  one or two outputs per group, slower with four: used up to ``DGRAD_MAX_OUTPUTS``.
 - ``convzoo::group_sum`` / ``convzoo::group_repeat`` (``csrc/group_sum.cpp``): the sum over each group of
   contiguous channels and its gradient, at about copy speed; PyTorch's reduction over a short last dim and
-  its copy of an expanded one run 2-10× slower.
+  its copy of an expanded one run well below it.
 
 Each has a fake implementation (``torch.compile``); the two group ops are differentiable (each other's
 gradient).

@@ -1,8 +1,8 @@
 """im2col (``F.unfold``) and col2im (``F.fold``) for NCHW tensors at memory speed on CPU.
 
 Dynamic conv's ``"unfold"`` formulation applies per-sample kernels as one batched matmul over im2col
-columns. PyTorch's im2col and col2im copy one kernel offset's short row at a time and took a quarter of that
-formulation's step at 16×256×16×12 (7.7 + 9.7 ms); ``csrc/im2col.cpp`` copies each row's valid span as one run.
+columns. PyTorch's im2col and col2im copy one kernel offset's short row at a time, a large part of that
+formulation's step on small maps; ``csrc/im2col.cpp`` copies each row's valid span as one run.
 ``unfold`` uses it, as the op ``convzoo::im2col`` (gradient ``convzoo::col2im`` and back; see ``KernelOp``), for float32
 and float64 on CPU where the extension is built, and ``F.unfold`` elsewhere. Values are equal to ``F.unfold``'s
 (copies) and the gradient to ``F.fold``'s (same order of sums). ``unfold_matmul`` is the formulation's product,

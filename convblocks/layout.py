@@ -1,10 +1,9 @@
 """NCHW ↔ channels-last layout changes at memory speed on CPU.
 
-PyTorch's strided copy for this permutation runs far below memory speed on CPU: 12 ms to make a
-16×64×64×48 float32 tensor channels-last on 2 cores, against 1.5 ms for a tiled transpose
-(``csrc/transpose.cpp``). PyConv changes layout twice per call and twice in backward, so that copy was a
-tenth of its cost. ``to_memory_format`` uses the compiled transpose, as the differentiable custom op
-``convzoo::transpose_last``, wherever the CPU extension applies in eager mode, and ``Tensor.contiguous``
+PyTorch's strided copy for this permutation runs far below memory speed on CPU, several times slower than a
+tiled transpose (``csrc/transpose.cpp``). PyConv changes layout twice per call and twice in backward.
+``to_memory_format`` uses the compiled transpose, as the differentiable custom op ``convzoo::transpose_last``,
+wherever the CPU extension applies in eager mode, and ``Tensor.contiguous``
 elsewhere (under ``torch.compile`` too, whose generated code does its own transposes);
 ``cat_to_memory_format`` concatenates channels-last parts straight into an NCHW result (and splits the
 gradient back), one pass over memory instead of a concatenation and a transpose.

@@ -72,6 +72,42 @@ def test_state_dict_round_trip(name):
     torch.testing.assert_close(b(x), a(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_empty_batch_gives_empty_output_and_zero_gradients_of_the_right_shapes(name):
+    """Detection heads see batches with no boxes: a batch of 0 goes forward and backward like any other."""
+    block = make(name).train()
+    with torch.no_grad():
+        expected = block.eval()(torch.randn(2, 64, 12, 10)).shape[1:]
+    block.train()
+    x = torch.randn(0, 64, 12, 10, requires_grad=True)
+    out = block(x)
+    assert out.shape == (0, *expected)
+    out.square().sum().backward()
+    assert x.grad.shape == x.shape
+    for pname, p in block.named_parameters():
+        assert p.grad is not None and p.grad.shape == p.shape and not p.grad.any(), pname
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("view", ["strided", "transposed"])
+def test_non_contiguous_input_gives_the_contiguous_outputs_and_gradients(name, view):
+    """A slice with a step, or a batch-major tensor transposed: neither NCHW- nor channels-last-contiguous."""
+    block = make(name).train()
+    base = torch.randn(2, 64, 12, 20)[..., ::2] if view == "strided" else torch.randn(64, 2, 12, 10).transpose(0, 1)
+    x_nc = base.detach().requires_grad_()
+    x = base.contiguous().requires_grad_()
+    assert not x_nc.is_contiguous() and not x_nc.is_contiguous(memory_format=torch.channels_last)
+    out_nc = block(x_nc)
+    out = block(x)
+    torch.testing.assert_close(out_nc, out, rtol=1e-5, atol=1e-5)
+    go = torch.randn_like(out)
+    leaves = [*block.parameters()]
+    grads_nc = torch.autograd.grad(out_nc, [x_nc, *leaves], go)
+    grads = torch.autograd.grad(out, [x, *leaves], go)
+    for a, b in zip(grads_nc, grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ALL)
 def test_torch_compile_matches_eager(name):

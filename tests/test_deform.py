@@ -225,3 +225,14 @@ def test_several_chunks_with_a_broadcast_gradient_equal_torchvision(monkeypatch,
     g_ref = torch.autograd.grad(ref.sum(), leaves)
     for a, b in zip(g_ours, g_ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_empty_batch_gives_an_empty_output_and_zero_gradients(impl):
+    x, offset, weight, bias, stride, pad, dil, mask = random_case(n=0)
+    leaves = [t.requires_grad_() for t in (x, offset, weight, bias, mask)]
+    out = deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl=impl)
+    assert out.shape == (0, weight.shape[0], *offset.shape[-2:])
+    grads = torch.autograd.grad(out.sum(), leaves)
+    assert [g.shape for g in grads] == [t.shape for t in leaves]
+    assert not grads[2].any() and not grads[3].any()

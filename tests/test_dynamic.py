@@ -50,6 +50,17 @@ def test_gradients_equal_naive(impl):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("impl", ["auto", "grouped", "unfold", "mixture"])
+def test_empty_batch_gives_an_empty_output_and_zero_gradients(impl):
+    block = make(impl)
+    x = torch.randn(0, 8, 9, 11, requires_grad=True)
+    out = block(x)
+    assert out.shape == (0, 12, 5, 6)
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+    assert block.weight.grad.shape == block.weight.shape and not block.weight.grad.any()
+
+
 def test_shuffling_batch_shuffles_outputs_identically():
     block = make("grouped").train()
     x = torch.randn(6, 8, 10, 10)
