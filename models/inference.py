@@ -28,7 +28,8 @@ from data.transforms import PADDING, box_to_center_scale, crop_affine, invert_af
 from .detection_module import DetectionModule
 from .pose_module import PoseModule
 from .recipe import Recipe, RecipeError
-from .runner import build_module, load_checkpoint_recipe, load_weights
+from .checkpoint import stored_recipe
+from .runner import build_module, load_weights
 
 Boxes = tuple[np.ndarray, np.ndarray]  # COCO [x, y, w, h] boxes (M, 4) and their scores (M,)
 NO_BOXES: Boxes = (np.zeros((0, 4)), np.zeros(0))
@@ -47,7 +48,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 def load_module(checkpoint: str | Path, task: str, device: torch.device) -> tuple[Recipe, Any]:
     """The recipe and eval-mode LightningModule of a checkpoint that must hold a ``task`` model."""
-    recipe = load_checkpoint_recipe(checkpoint)
+    recipe = stored_recipe(checkpoint)
     if recipe.task != task:
         other = "the detector (det_checkpoint, --det-checkpoint)" if task == "pose" else "the pose model (--checkpoint)"
         raise RecipeError(

@@ -16,7 +16,8 @@ from _cli import run
 
 from models.export import dynamic_size, example_input, export_model, export_network, max_difference
 from models.recipe import apply_overrides, build_recipe, load_recipe
-from models.runner import build_module, load_checkpoint_recipe, load_weights
+from models.checkpoint import stored_recipe
+from models.runner import build_module, load_weights
 
 
 def main() -> int:
@@ -36,7 +37,7 @@ def main() -> int:
     if args.config:
         recipe = load_recipe(args.config, args.overrides)
     elif args.checkpoint:
-        stored = load_checkpoint_recipe(args.checkpoint)
+        stored = stored_recipe(args.checkpoint)
         recipe = build_recipe(apply_overrides(stored.model_dump(mode="json"), args.overrides), stored.name)
     else:
         parser.error("pass a CONFIG, a --checkpoint, or both")
