@@ -25,10 +25,10 @@ from data.oks_nms import oks_nms
 from data.results import coco_keypoint_results, crop_to_image
 from data.transforms import PADDING, box_to_center_scale, crop_affine, invert_affine, warp_image
 
+from .checkpoint import stored_recipe
 from .detection_module import DetectionModule
 from .pose_module import PoseModule
 from .recipe import Recipe, RecipeError
-from .checkpoint import stored_recipe
 from .runner import build_module, load_weights
 
 Boxes = tuple[np.ndarray, np.ndarray]  # COCO [x, y, w, h] boxes (M, 4) and their scores (M,)

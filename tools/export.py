@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from _cli import run
 
+from models.checkpoint import stored_recipe
 from models.export import dynamic_size, example_input, export_model, export_network, max_difference
 from models.recipe import apply_overrides, build_recipe, load_recipe
-from models.checkpoint import stored_recipe
 from models.runner import build_module, load_weights
 
 
