@@ -8,6 +8,7 @@ Video frames are numbered 0, 1, ... An image that cannot be read is reported as 
 from __future__ import annotations
 
 import glob
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,10 @@ import cv2
 import numpy as np
 
 from data.errors import DataError
+
+# FFmpeg's own log lines ("moov atom not found") would precede the one-line error on an undecodable video; it
+# reads this once, on the first capture, so it is set at import (export OPENCV_FFMPEG_LOGLEVEL to see them).
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")

@@ -63,8 +63,17 @@ def export_network(model: nn.Module) -> tuple[nn.Module, list[str]]:
         if isinstance(model.head, SimCCHead):
             return model, ["simcc_x", "simcc_y"]
         return model, ["keypoints" if isinstance(model.head, RegressionHead) else "heatmaps"]
-    network = DetectorNetwork(model)
-    return network, network.output_names
+    if is_detector(model):
+        network = DetectorNetwork(model)
+        return network, network.output_names
+    return model, ["output"]  # any other module (a block on its own): image batch → one tensor
+
+
+def is_detector(model: nn.Module) -> bool:
+    """A torchvision detector (FCOS, RetinaNet, Faster R-CNN): a ``transform``, a ``backbone`` and a head."""
+    return all(hasattr(model, a) for a in ("transform", "backbone")) and (
+        hasattr(model, "head") or hasattr(model, "rpn")
+    )
 
 
 def dynamic_size(model: nn.Module) -> bool:

@@ -5,6 +5,8 @@ JSON and drawn files; bad input is one line and exit code 2."""
 from __future__ import annotations
 
 import json
+import runpy
+import sys
 from pathlib import Path
 
 import cv2
@@ -48,6 +50,18 @@ def pose_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
 def det_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny FCOS's checkpoint (initial weights: the classifier's prior gives boxes scoring about 0.07)."""
     return write_checkpoint(DET, DET_TINY, tmp_path_factory.mktemp("det") / "det.ckpt")
+
+
+def infer_tool(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """``tools/infer.py ARGS`` in this process (torch and Lightning are imported once): exit code, stdout, stderr
+    (file-descriptor level, so anything a C library prints is seen too)."""
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    monkeypatch.setattr(sys, "argv", ["infer.py", *args])
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(ROOT / "tools/infer.py"), run_name="__main__")
+    out, err = capfd.readouterr()
+    return exit_info.value.code, out, err
 
 
 def synthetic_images(n: int) -> list[np.ndarray]:
@@ -124,56 +138,68 @@ def test_detector_boxes_feed_the_pose_model(pose_ckpt, det_ckpt) -> None:
     assert {tuple(e["bbox"]) for found in with_detector for e in found} <= detected
 
 
-def test_tool_on_an_image_a_folder_with_a_corrupt_file_a_glob_and_a_video(pose_ckpt, tmp_path: Path) -> None:
+def test_tool_on_an_image_a_folder_with_a_corrupt_file_a_glob_and_a_video(
+    pose_ckpt, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
     folder = tmp_path / "images"
     folder.mkdir()
     for i, image in enumerate(synthetic_images(3)):
         cv2.imwrite(str(folder / f"img{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
-    proc = tool("infer.py", str(folder), "--checkpoint", pose_ckpt, "--out", str(tmp_path / "f"), "--batch", "2")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "broken.jpg: cannot be decoded as an image; skipped" in proc.stderr and "Traceback" not in proc.stderr
-    assert "3 images, 3 persons, 1 skipped" in proc.stdout
+
+    def infer(*args: str) -> tuple[int, str, str]:
+        return infer_tool(monkeypatch, capfd, *args, "--checkpoint", pose_ckpt)
+
+    code, out, err = infer(str(folder), "--out", str(tmp_path / "f"), "--batch", "2")
+    assert code == 0, err[-2000:]
+    assert "broken.jpg: cannot be decoded as an image; skipped" in err and "Traceback" not in err
+    assert "3 images, 3 persons, 1 skipped" in out and "4/4" in err  # the progress bar's last state
     results = json.loads((tmp_path / "f/results.json").read_text())
     assert sorted(r["image_id"] for r in results) == [2, 3, 4]  # positions 1..4 in sorted order; broken is 1
     assert sorted(p.name for p in (tmp_path / "f/vis").iterdir()) == ["img0.jpg", "img1.jpg", "img2.jpg"]
-    single = tool("infer.py", str(folder / "img1.png"), "--checkpoint", pose_ckpt, "--out", str(tmp_path / "s"))
-    assert single.returncode == 0 and len(json.loads((tmp_path / "s/results.json").read_text())) == 1
-    pattern = tool("infer.py", str(folder / "img[01].png"), "--checkpoint", pose_ckpt, "--out", str(tmp_path / "g"))
-    assert pattern.returncode == 0 and len(json.loads((tmp_path / "g/results.json").read_text())) == 2
+    drawn = cv2.imread(str(tmp_path / "f/vis/img0.jpg"))
+    assert drawn.shape == (96, 128, 3) and np.abs(drawn.astype(int) - cv2.imread(str(folder / "img0.png"))).max() > 100
+    code, out, _ = infer(str(folder / "img1.png"), "--out", str(tmp_path / "s"))
+    assert code == 0 and "1 images, 1 persons" in out
+    single = json.loads((tmp_path / "s/results.json").read_text())
+    assert [r["image_id"] for r in single] == [1] and len(single[0]["keypoints"]) == 17 * 3
+    code, out, _ = infer(str(folder / "img[01].png"), "--out", str(tmp_path / "g"))
+    assert code == 0 and len(json.loads((tmp_path / "g/results.json").read_text())) == 2
     video = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (128, 96))
     for image in synthetic_images(8)[::2] * 2:  # 8 frames of 128x96
         writer.write(image[..., ::-1].copy())
     writer.release()
-    proc = tool("infer.py", str(video), "--checkpoint", pose_ckpt, "--out", str(tmp_path / "v"), "--batch", "3")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "8 frames, 8 persons" in proc.stdout
+    code, out, err = infer(str(video), "--out", str(tmp_path / "v"), "--batch", "3")
+    assert code == 0, err[-2000:]
+    assert "8 frames, 8 persons" in out and "8/8" in err  # the progress bar's last state
     results = json.loads((tmp_path / "v/results.json").read_text())
     assert sorted(r["image_id"] for r in results) == list(range(8))
     drawn = cv2.VideoCapture(str(tmp_path / "v/clip.mp4"))
     assert int(drawn.get(cv2.CAP_PROP_FRAME_COUNT)) == 8 and int(drawn.get(cv2.CAP_PROP_FRAME_WIDTH)) == 128
 
 
-def test_bad_input_is_one_line_and_exit_2(pose_ckpt, det_ckpt, tmp_path: Path) -> None:
+def test_bad_input_is_one_line_and_exit_2(
+    pose_ckpt, det_ckpt, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), synthetic_images(1)[0])
     bad_video = tmp_path / "bad.mp4"
     bad_video.write_bytes(b"\x00" * 100)
     cases = {
-        "not found": ["infer.py", str(image), "--checkpoint", str(tmp_path / "none.ckpt")],
-        "holds a detection model, not a pose model": ["infer.py", str(image), "--checkpoint", det_ckpt],
+        "not found": [str(image), "--checkpoint", str(tmp_path / "none.ckpt")],
+        "holds a detection model, not a pose model": [str(image), "--checkpoint", det_ckpt],
         "holds a pose model, not a detection model": [
-            "infer.py", str(image), "--checkpoint", pose_ckpt, "--det-checkpoint", pose_ckpt,
+            str(image), "--checkpoint", pose_ckpt, "--det-checkpoint", pose_ckpt,
         ],
-        "cannot be decoded (no frame read)": ["infer.py", str(bad_video), "--checkpoint", pose_ckpt],
-        "does not exist; pass an image": ["infer.py", str(tmp_path / "nothing"), "--checkpoint", pose_ckpt],
-        "CUDA is not available": ["infer.py", str(image), "--checkpoint", pose_ckpt, "--device", "cuda:7"],
+        "cannot be decoded (no frame read)": [str(bad_video), "--checkpoint", pose_ckpt],
+        "does not exist; pass an image": [str(tmp_path / "nothing"), "--checkpoint", pose_ckpt],
+        "CUDA is not available": [str(image), "--checkpoint", pose_ckpt, "--device", "cuda:7"],
     }  # fmt: skip
     if torch.cuda.is_available():
         del cases["CUDA is not available"]
     for expected, args in cases.items():
-        proc = tool(*args)
-        assert proc.returncode == 2, (expected, proc.stderr[-2000:])
-        assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
-        assert expected in proc.stderr
+        code, _, err = infer_tool(monkeypatch, capfd, *args)
+        assert code == 2, (expected, err[-2000:])
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert expected in err
