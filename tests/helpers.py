@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared/data/coco_sample"
 TINY = [
@@ -28,3 +30,9 @@ def tool(name: str, *args: str, timeout: int = 300) -> subprocess.CompletedProce
     return subprocess.run(
         [sys.executable, str(ROOT / "tools" / name), *args], capture_output=True, text=True, timeout=timeout, env=env
     )
+
+
+def first_then_slow(cases: list) -> list:
+    """The first case in the default run, the others only in ``-m slow``: for checks that cost seconds each
+    (``torch.library.opcheck``'s AOT tests) and test one registration, not each geometry."""
+    return [cases[0], *(pytest.param(case, marks=pytest.mark.slow) for case in cases[1:])]
