@@ -22,17 +22,18 @@ test: setup
 test-all: setup
 	$(BIN)/python -m pytest -q -m ""
 
-# The main job: generate the synthetic COCO-format set (cached), train SimpleBaseline + CoordConv on it,
+# The main job: generate the synthetic COCO-format set the baseline recipe trains on (cached), train it,
 # evaluate the best checkpoint with COCOeval (GT boxes, then the synthetic detector's boxes), draw predictions.
 DEMO := runs/demo
+DEMO_CFG := configs/pose_baseline.yaml
 demo: setup
-	$(BIN)/python tools/make_synth.py --baseline
+	$(BIN)/python tools/make_synth.py $(DEMO_CFG) --baseline
 	rm -rf $(DEMO)
-	$(BIN)/python tools/train.py configs/pose_coordconv.yaml train.run_dir=$(DEMO) train.progress_bar=false
+	$(BIN)/python tools/train.py $(DEMO_CFG) train.run_dir=$(DEMO) train.progress_bar=false
 	$(BIN)/python tools/eval.py --checkpoint $(DEMO)/checkpoints/best.ckpt --out $(DEMO)/results.json
 	$(BIN)/python tools/eval.py --checkpoint $(DEMO)/checkpoints/best.ckpt \
-		--det-boxes "$$($(BIN)/python -c 'from data import ensure_synthetic; print(ensure_synthetic().val_detections)')"
-	$(BIN)/python tools/visualize.py configs/pose_coordconv.yaml --results $(DEMO)/results.json --out $(DEMO)/vis
+		--det-boxes "$$($(BIN)/python tools/make_synth.py $(DEMO_CFG) | sed -n 's/^  val detections: //p')"
+	$(BIN)/python tools/visualize.py $(DEMO_CFG) --results $(DEMO)/results.json --out $(DEMO)/vis
 
 bench: setup
 	$(BIN)/python tools/bench_blocks.py --out runs/bench_blocks.json

@@ -2,8 +2,10 @@
 
 ``torch.utils.cpp_extension`` compiles them once per machine (g++ and the ``ninja`` package; cached under
 ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), with ``-march=native``, so the cache
-is keyed by the CPU model and flags (and the shared headers). Where the build fails, ``extension()`` warns
-once and returns None, and every caller runs its pure-PyTorch path. ``CONVZOO_CPU_KERNELS=0`` switches them all off.
+is keyed by the CPU model and flags and by the sources' contents (compiled from a copy under the cache, so
+another checkout of the same sources reuses the build). The first build says so in one line. Where the build
+fails, ``extension()`` warns once and returns None, and every caller runs its pure-PyTorch path.
+``CONVZOO_CPU_KERNELS=0`` switches them all off.
 """
 
 from __future__ import annotations
@@ -43,8 +45,21 @@ def _build_tag() -> str:
         text += "".join([line for line in info.splitlines() if line.startswith(("model name", "flags"))][:2])
     except OSError:
         pass
-    text += "".join(header.read_text() for header in sorted(CSRC.glob("*.h")))
+    text += "".join(path.read_text() for path in sorted(CSRC.glob("*.[ch]*")))
     return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def _stable_sources(build_dir: Path, tag: str) -> Path:
+    """The sources copied beside the build (same path for every checkout: torch rebuilds when paths change)."""
+    folder = build_dir.parent / f"convzoo_src_{tag}"
+    if not folder.is_dir():
+        tmp = build_dir.parent / f".convzoo_src_{tag}.{os.getpid()}"
+        shutil.copytree(CSRC, tmp, dirs_exist_ok=True)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process got there first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 def _ensure_ninja() -> None:
@@ -68,13 +83,22 @@ def extension() -> ModuleType | None:
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        from torch.utils.cpp_extension import load
+        from torch.utils.cpp_extension import _get_build_directory, load
 
         _ensure_ninja()
         flags = ["-O3", "-fopenmp"] + (["-march=native"] if platform.machine() in ("x86_64", "AMD64") else [])
+        tag = _build_tag()
+        name = f"convzoo_cpu_{tag}"
+        build_dir = Path(_get_build_directory(name, verbose=False))
+        if not (build_dir / f"{name}.so").is_file():
+            logging.getLogger(__name__).warning(
+                "convzoo: building the CPU kernels into %s (once per machine; 1-7 min on 2 cores; "
+                "CONVZOO_CPU_KERNELS=0 skips them)", build_dir,
+            )  # fmt: skip
+        src = _stable_sources(build_dir, tag)
         return load(
-            name=f"convzoo_cpu_{_build_tag()}",
-            sources=[str(CSRC / name) for name in SOURCES],
+            name=name,
+            sources=[str(src / file) for file in SOURCES],
             extra_cflags=flags,
             extra_ldflags=["-fopenmp"],
             verbose=False,

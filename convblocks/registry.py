@@ -101,8 +101,8 @@ class Registry:
                     "write the path as 'package.module:ClassName'"
                 )
             obj = getattr(obj, part)
-        if not callable(obj):
-            raise BlockConfigError(f"{self.what} '{path}' is not a class or function")
+        if not (inspect.isclass(obj) and issubclass(obj, nn.Module)):  # never call an arbitrary function
+            raise BlockConfigError(f"{self.what} '{path}' is not an nn.Module class; name one, e.g. 'pkg.mod:MyConv'")
         return Entry(path, obj, _first_line(obj), "conv")
 
     def get(self, name: str) -> Entry:

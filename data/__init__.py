@@ -1,49 +1,55 @@
-"""convzoo data: COCO keypoint/detection datasets, augmentation, heatmap codec and the synthetic default set."""
+"""convzoo data: COCO keypoint/detection datasets, augmentation, heatmap codec and the synthetic default set.
 
-from data.augment import (
-    DetectionAugment,
-    DetectionAugmentConfig,
-    TopDownAugment,
-    TopDownAugmentConfig,
-)
-from data.baselines import evaluate_keypoints, mean_pose_ap
-from data.coco_detection import CocoDetectionDataset, detection_collate
-from data.coco_io import load_coco, load_detections, read_image
-from data.coco_keypoints import CocoKeypointDataset, normalize_image
-from data.errors import DataError
-from data.heatmap import HeatmapCodec, flip_back, flip_test_average
-from data.keypoint_meta import KeypointMeta
-from data.results import coco_keypoint_results, crop_to_image, heatmaps_to_coco_results
-from data.synthetic import SynthConfig, SynthPaths, ensure_synthetic
-from data.transforms import apply_affine, box_to_center_scale, crop_affine, invert_affine
+Exports load on first use (PEP 562), so reading and validating a recipe does not import torch.
+"""
 
-__all__ = [
-    "CocoDetectionDataset",
-    "CocoKeypointDataset",
-    "DataError",
-    "DetectionAugment",
-    "DetectionAugmentConfig",
-    "HeatmapCodec",
-    "KeypointMeta",
-    "SynthConfig",
-    "SynthPaths",
-    "TopDownAugment",
-    "TopDownAugmentConfig",
-    "apply_affine",
-    "box_to_center_scale",
-    "coco_keypoint_results",
-    "crop_affine",
-    "crop_to_image",
-    "detection_collate",
-    "ensure_synthetic",
-    "evaluate_keypoints",
-    "flip_back",
-    "flip_test_average",
-    "heatmaps_to_coco_results",
-    "invert_affine",
-    "load_coco",
-    "load_detections",
-    "mean_pose_ap",
-    "normalize_image",
-    "read_image",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "CocoDetectionDataset": "data.coco_detection",
+    "CocoKeypointDataset": "data.coco_keypoints",
+    "DataError": "data.errors",
+    "DetectionAugment": "data.augment",
+    "DetectionAugmentConfig": "data.augment",
+    "HeatmapCodec": "data.heatmap",
+    "KeypointMeta": "data.keypoint_meta",
+    "SynthConfig": "data.synthetic",
+    "SynthPaths": "data.synthetic",
+    "TopDownAugment": "data.augment",
+    "TopDownAugmentConfig": "data.augment",
+    "apply_affine": "data.transforms",
+    "box_to_center_scale": "data.transforms",
+    "coco_keypoint_results": "data.results",
+    "crop_affine": "data.transforms",
+    "crop_to_image": "data.results",
+    "detection_collate": "data.coco_detection",
+    "ensure_synthetic": "data.synthetic",
+    "evaluate_keypoints": "data.baselines",
+    "flip_back": "data.heatmap",
+    "flip_test_average": "data.heatmap",
+    "heatmaps_to_coco_results": "data.results",
+    "invert_affine": "data.transforms",
+    "load_coco": "data.coco_io",
+    "load_detections": "data.coco_io",
+    "mean_pose_ap": "data.baselines",
+    "normalize_image": "data.coco_keypoints",
+    "read_image": "data.coco_io",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """``data.X``: import X's module on first access."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -71,7 +71,10 @@ class CocoDetectionDataset(EpochSeeded, Dataset):
             self.items.append((image_id, boxes, labels, areas, crowd))
         self.skipped = +self.skipped  # drop zero counts
         if self.skipped:
-            log.info("%s: %d images, skipped %s", Path(ann_file).name, len(self.items), dict(self.skipped))
+            log.info(
+                "%s: %d images; skipped %s", Path(ann_file).name, len(self.items),
+                ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in self.skipped.most_common()),
+            )  # fmt: skip
 
     def _path(self, image_id: int) -> Path:
         return self.image_dir / self.coco.imgs[image_id]["file_name"]
@@ -106,7 +109,8 @@ class CocoDetectionDataset(EpochSeeded, Dataset):
     def sample(self, index: int, draw: int) -> tuple[torch.Tensor, dict[str, Any]]:
         """Image ``index`` with the augmentation drawn from ``(seed, epoch, draw)`` (``draw = index`` for ``ds[i]``)."""
         image_id, boxes, labels, areas, crowd = self.items[index]
-        image = read_image(self._path(image_id))
+        info = self.coco.imgs[image_id]
+        image = read_image(self._path(image_id), (info["width"], info["height"]))
         if self.augment is not None:
             rng = self._rng(draw)
             keep = np.arange(len(boxes))

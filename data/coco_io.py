@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,13 @@ def _read_json(path: str | Path, what: str) -> Any:
         ) from None
 
 
+def finite_numbers(values: Any) -> bool:
+    """True for a list of finite ints/floats (JSON allows NaN and Infinity; COCOeval would score them)."""
+    return isinstance(values, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    )
+
+
 def _check_annotation(ann: Any, path: Path, num_keypoints: dict[int, int]) -> None:
     where = f"annotation file {str(path)!r}"
     if not isinstance(ann, dict) or not {"id", "image_id", "category_id", "bbox"} <= set(ann):
@@ -41,6 +49,12 @@ def _check_annotation(ann: Any, path: Path, num_keypoints: dict[int, int]) -> No
     box = ann["bbox"]
     if not isinstance(box, list) or len(box) != 4:
         raise DataError(f"{where}: annotation {ann['id']} bbox must be [x, y, w, h]; got {box!r}")
+    for key in ("bbox", "keypoints"):
+        if key in ann and not finite_numbers(ann[key]):
+            raise DataError(
+                f"{where}: annotation {ann['id']} has a {key} value that is not a finite number "
+                f"({str(ann[key])[:60]}); fix or remove the annotation"
+            )
     k = num_keypoints.get(ann["category_id"])
     if "keypoints" in ann and k is not None and len(ann["keypoints"]) != 3 * k:
         raise DataError(
@@ -64,6 +78,13 @@ def load_coco(path: str | Path) -> COCO:
     num_keypoints = {c["id"]: len(c["keypoints"]) for c in dataset["categories"] if c.get("keypoints")}
     for ann in dataset["annotations"]:
         _check_annotation(ann, p, num_keypoints)
+    for img in dataset["images"]:
+        size = [img.get("width"), img.get("height")] if isinstance(img, dict) else None
+        if size is None or "id" not in img or not finite_numbers(size) or min(size) <= 0:
+            raise DataError(
+                f"annotation file {str(p)!r}: each image needs id, file_name and positive width and height; "
+                f"got {str(img)[:80]}"
+            )
     image_ids = {img["id"] for img in dataset["images"]}
     orphans = {ann["image_id"] for ann in dataset["annotations"]} - image_ids
     if orphans:
@@ -94,6 +115,11 @@ def load_detections(path: str | Path, coco: COCO, category_id: int = 1) -> list[
                 f"detection file {str(p)!r}: each entry needs image_id, bbox [x, y, w, h] and score; "
                 f"got {str(det)[:80]}"
             )
+        if not finite_numbers([*det["bbox"], det["score"]]):
+            raise DataError(
+                f"detection file {str(p)!r}: image {det['image_id']} has a score or bbox that is not a finite "
+                f"number ({det['score']!r}, {det['bbox']!r}); fix the detector's output"
+            )
         if det.get("category_id", category_id) != category_id:
             continue
         if det["image_id"] not in coco.imgs:
@@ -105,15 +131,60 @@ def load_detections(path: str | Path, coco: COCO, category_id: int = 1) -> list[
     return out
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as an RGB uint8 array (H, W, 3); DataError if missing or not decodable."""
+def _truncated_jpeg(data: bytes) -> bool:
+    """A JPEG whose data stops before its end marker (libjpeg would fill the rest in grey, with a warning)."""
+    if not data.startswith(b"\xff\xd8") or data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        return False
+    from PIL import Image  # some valid JPEGs carry bytes after the end marker: let a strict decoder decide
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except OSError:
+        return True
+    return False
+
+
+def read_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read an image file as an RGB uint8 array (H, W, 3) (grayscale, RGBA and CMYK converted); DataError if
+    missing, empty, truncated or not decodable, or if its size differs from ``size`` = (width, height)."""
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"image {str(p)!r} does not exist; check image_dir or the file_name in the annotations")
-    image = cv2.imread(str(p), cv2.IMREAD_COLOR)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise DataError(
+            f"image {str(p)!r} cannot be read ({exc.strerror}); check image_dir or the file_name in the annotations"
+        ) from None
+    if not data:
+        raise DataError(f"image {str(p)!r} is an empty file; replace it, or set data.missing_images=skip")
+    if _truncated_jpeg(data):
+        raise DataError(f"image {str(p)!r} is a truncated JPEG; replace it, or set data.missing_images=skip")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise DataError(f"image {str(p)!r} exists but cannot be decoded; the file is corrupt, replace it")
+    if size is not None:
+        check_size(p, (image.shape[1], image.shape[0]), size)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def check_size(path: Path, actual: tuple[int, int], stated: tuple[int, int]) -> None:
+    """An image's real (width, height) must be the annotation file's: boxes are clipped to the stated size."""
+    if tuple(actual) != tuple(stated):
+        raise DataError(
+            f"image {str(path)!r} is {actual[0]}x{actual[1]} but the annotation file says {stated[0]}x{stated[1]}; "
+            "fix its width and height in the annotation file"
+        )
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the image file's header without decoding it; None when unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except OSError:
+        return None
 
 
 class ImageCache:

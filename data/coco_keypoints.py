@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data.augment import CropParams, EpochSeeded, TopDownAugment, TopDownAugmentConfig
-from data.coco_io import ImageCache, load_coco, load_detections, read_image
+from data.coco_io import ImageCache, check_size, header_size, load_coco, load_detections, read_image
 from data.errors import DataError
 from data.heatmap import HeatmapCodec
 from data.keypoint_meta import KeypointMeta
@@ -101,13 +101,17 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
         self.flip_index = self.meta.flip_index()
         self.skipped: Counter[str] = Counter()
         self._missing: set[int] = set()
+        self._size_checked: set[int] = set()
         self._check_images(missing_images)
         if det_file is None:
             self.instances = self._gt_instances()
         else:
             self.instances = self._det_instances(det_file, det_score_thr)
         if self.skipped:
-            log.info("%s: %d instances, skipped %s", Path(ann_file).name, len(self.instances), dict(self.skipped))
+            log.info(
+                "%s: %d instances; skipped %s", Path(ann_file).name, len(self.instances),
+                ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in self.skipped.most_common()),
+            )  # fmt: skip
         self.read = ImageCache([inst.path for inst in self.instances]) if cache_images else read_image
 
     def _image_path(self, image_id: int) -> Path:
@@ -128,6 +132,11 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
     def _box_center_scale(self, image_id: int, box: list[float], reason: str) -> tuple[np.ndarray, np.ndarray] | None:
         img = self.coco.imgs[image_id]
         clipped = clip_box(box, img["width"], img["height"])
+        if clipped != box and image_id not in self._size_checked:  # cut by the stated size: is that size right?
+            self._size_checked.add(image_id)
+            actual = header_size(self._image_path(image_id))
+            if actual is not None:
+                check_size(self._image_path(image_id), actual, (img["width"], img["height"]))
         if clipped is None:
             self.skipped[reason] += 1
             return None
@@ -179,6 +188,8 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
         """Sample ``index``, augmented with draws from ``(seed, epoch, draw)`` (``ds[i]`` draws as ``i``)."""
         inst = self.instances[index]
         image = self.read(inst.path)
+        info = self.coco.imgs[inst.image_id]
+        check_size(inst.path, (image.shape[1], image.shape[0]), (info["width"], info["height"]))
         crop = CropParams(inst.center, inst.scale)
         rng = None
         if self.augment is not None:

@@ -8,13 +8,20 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from data.errors import DataError
-from data.synthetic import SynthConfig, SynthPaths, ensure_synthetic
+from data.synthetic_presets import SYNTH_PRESETS
+
+if TYPE_CHECKING:
+    from data.synthetic import SynthConfig
+
+log = logging.getLogger(__name__)
 
 
 class Strict(BaseModel):
@@ -24,8 +31,10 @@ class Strict(BaseModel):
 
 
 class SyntheticOptions(Strict):
-    """Parameters of the built-in synthetic set (see ``data.synthetic.SynthConfig``)."""
+    """Parameters of the built-in synthetic set (see ``data.synthetic.SynthConfig``); ``preset`` fills the
+    difficulty keys not given (``data.synthetic_presets.SYNTH_PRESETS``)."""
 
+    preset: Literal["standard", "easy"] = "standard"
     seed: int = 0
     train_images: int = Field(1200, ge=1)
     val_images: int = Field(120, ge=1)
@@ -37,6 +46,19 @@ class SyntheticOptions(Strict):
     side_shade: float = Field(0.0, ge=0, lt=1)
     min_clutter: int = Field(6, ge=0)
     max_clutter: int = Field(20, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("preset") in SYNTH_PRESETS:
+            return {**SYNTH_PRESETS[values["preset"]], **values}
+        return values
+
+    def synth_config(self) -> SynthConfig:
+        """The generator's parameters (the preset resolved)."""
+        from data.synthetic import SynthConfig  # numpy, OpenCV: not needed to validate a recipe
+
+        return SynthConfig(**self.model_dump(exclude={"preset"}))
 
 
 class HeatmapOptions(Strict):
@@ -95,8 +117,19 @@ def resolve_paths(cfg: DataConfig, check: bool = True) -> dict[str, str]:
     Synthetic data is generated (and cached) here the first time; COCO paths are checked to exist.
     """
     if cfg.dataset == "synthetic":
-        s = cfg.synthetic
-        synth: SynthPaths = ensure_synthetic(SynthConfig(**s.model_dump()))
+        from data.synthetic import SynthPaths, default_cache_dir, ensure_synthetic  # numpy, OpenCV
+
+        synth_cfg = cfg.synthetic.synth_config()
+        cached = SynthPaths(default_cache_dir() / synth_cfg.key()).manifest.is_file()
+        if not cached:
+            log.info(
+                "generating the synthetic data set (%d train + %d val images) into %s, once; later runs reuse it",
+                synth_cfg.train_images, synth_cfg.val_images, default_cache_dir(),
+            )  # fmt: skip
+        start = time.perf_counter()
+        synth = ensure_synthetic(synth_cfg)
+        if not cached:
+            log.info("synthetic data set ready in %.0f s: %s", time.perf_counter() - start, synth.root)
         defaults = {
             "train_ann": synth.annotations("train"),
             "train_images": synth.images("train"),

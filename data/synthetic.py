@@ -25,8 +25,10 @@ from pycocotools import mask as mask_utils
 from data.errors import DataError
 from data.keypoint_meta import COCO_KEYPOINT_NAMES, COCO_SIGMAS, COCO_SKELETON
 from data.synthetic_figure import draw_figure, keypoint_visibility, sample_figure
+from data.synthetic_presets import SYNTH_PRESETS  # noqa: F401 - re-exported beside the generator
 
 GENERATOR_VERSION = 2  # bump when the rendering changes so caches are regenerated
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

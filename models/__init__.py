@@ -1,39 +1,51 @@
-"""convzoo models: timm backbones with block surgery, top-down pose and detection models, and ``describe``."""
+"""convzoo models: timm backbones with block surgery, top-down pose and detection models, and ``describe``.
 
-from .allocator import keep_freed_memory
-from .backbone import TimmBackbone, build_backbone
-from .describe import describe
-from .detection import TimmFPN
-from .keypoints import decode_regression, decode_simcc, heatmap_loss, regression_loss, simcc_loss
-from .pose import TopDownPose
-from .pose_heads import HeatmapHead, RegressionHead, SimCCHead
-from .registry import HEADS, MODELS, build_model, register_head, register_model
-from .rules import BlockRule, parse_rules
-from .surgery import Replacement, SurgeryReport, apply_block_rules
+Exports load on first use (PEP 562), so reading and validating a recipe does not import torch.
+"""
 
-__all__ = [
-    "HEADS",
-    "MODELS",
-    "BlockRule",
-    "HeatmapHead",
-    "RegressionHead",
-    "Replacement",
-    "SimCCHead",
-    "SurgeryReport",
-    "TimmBackbone",
-    "TimmFPN",
-    "TopDownPose",
-    "apply_block_rules",
-    "build_backbone",
-    "build_model",
-    "decode_regression",
-    "decode_simcc",
-    "describe",
-    "heatmap_loss",
-    "keep_freed_memory",
-    "parse_rules",
-    "register_head",
-    "register_model",
-    "regression_loss",
-    "simcc_loss",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BlockRule": "models.rules",
+    "HEADS": "models.registry",
+    "HeatmapHead": "models.pose_heads",
+    "MODELS": "models.registry",
+    "RegressionHead": "models.pose_heads",
+    "Replacement": "models.surgery",
+    "SimCCHead": "models.pose_heads",
+    "SurgeryReport": "models.surgery",
+    "TimmBackbone": "models.backbone",
+    "TimmFPN": "models.detection",
+    "TopDownPose": "models.pose",
+    "apply_block_rules": "models.surgery",
+    "build_backbone": "models.backbone",
+    "build_model": "models.registry",
+    "decode_regression": "models.keypoints",
+    "decode_simcc": "models.keypoints",
+    "describe": "models.describe",
+    "heatmap_loss": "models.keypoints",
+    "keep_freed_memory": "models.allocator",
+    "parse_rules": "models.rules",
+    "register_head": "models.registry",
+    "register_model": "models.registry",
+    "regression_loss": "models.keypoints",
+    "simcc_loss": "models.keypoints",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """``models.X``: import X's module on first access."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

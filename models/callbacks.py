@@ -86,7 +86,7 @@ class LastCheckpoint(L.Callback):
 
     def save(self, trainer: L.Trainer) -> None:
         tmp = self.path.with_name("last.ckpt.tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # the full state, for an exact resume
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 

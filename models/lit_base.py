@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import lightning as L
@@ -25,8 +26,22 @@ class EvaluatedModule(L.LightningModule):
         self.history: list[dict[str, float]] = []
         self.results_file: str | None = None  # COCO results JSON written by rank 0 at each validation
         self.recipe: dict[str, Any] | None = None  # stored in checkpoints so eval can rebuild the model
+        self.train_seconds = 0.0  # wall time spent in training epochs (data loading included, validation not)
+        self._epoch_start: float | None = None
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def _close_train_epoch(self) -> None:
+        if self._epoch_start is not None:
+            self.train_seconds += time.perf_counter() - self._epoch_start
+            self._epoch_start = None
+
+    def on_train_epoch_end(self) -> None:
+        self._close_train_epoch()  # epochs without validation; otherwise closed when validation started
 
     def on_validation_epoch_start(self) -> None:
+        self._close_train_epoch()  # validation runs after the epoch's last batch, before on_train_epoch_end
         if self.evaluator is not None:
             self.evaluator.reset()
 
@@ -34,7 +49,14 @@ class EvaluatedModule(L.LightningModule):
         if self.evaluator is None:
             return
         self.metrics = self.evaluator.compute(self.results_file if self.global_rank == 0 else None)
-        self.history.append({"epoch": float(self.current_epoch), **self.metrics})
+        self.history.append(
+            {
+                "epoch": float(self.current_epoch),
+                "step": float(self.global_step),
+                "train_seconds": round(self.train_seconds, 1),
+                **self.metrics,
+            }
+        )
         self.log_dict({f"val/{k}": v for k, v in self.metrics.items() if k != "AP"}, rank_zero_only=False)
         self.log("val/AP", self.metrics["AP"], prog_bar=True, rank_zero_only=False)
 
@@ -42,9 +64,11 @@ class EvaluatedModule(L.LightningModule):
         if self.recipe is not None:
             checkpoint["convzoo_recipe"] = self.recipe
         checkpoint["convzoo_history"] = self.history
+        checkpoint["convzoo_train_seconds"] = self.train_seconds
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("convzoo_history", []))
+        self.train_seconds = float(checkpoint.get("convzoo_train_seconds", 0.0))
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.model, self.train_cfg.optimizer)

@@ -14,25 +14,51 @@ base's mapping instead of merging into it. Every problem is a ``RecipeError`` na
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from data.config import DataConfig
 
-from .config import BlockConfigError
 from .train_config import EvalConfig, TrainConfig
 
 TASKS = {"topdown_pose": "pose", "fcos": "detection", "retinanet": "detection", "faster_rcnn": "detection"}
+_NAME_PART = re.compile(r"^[A-Za-z0-9_.+\-]+$")
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
-class RecipeError(BlockConfigError):
-    """A recipe problem: the message starts with the file or key path and says how to fix it."""
+class RecipeError(ValueError):
+    """A recipe problem: the message starts with the file or key path and says how to fix it.
+
+    Defined without torch (not a ``BlockConfigError``) so that recipes validate before the heavy imports.
+    """
+
+
+def check_run_name(name: str, key: str = "name") -> str:
+    """``name`` if it can name a folder under ``runs/`` (``/``-separated parts, no ``..``), else ``RecipeError``."""
+    parts = name.split("/") if isinstance(name, str) else [""]
+    if not all(_NAME_PART.match(p) and p not in (".", "..") for p in parts):
+        raise RecipeError(
+            f"{key}: {name!r} cannot name a run folder under runs/; use letters, digits and _ . + - "
+            "(e.g. name=my_run), or train.run_dir=/absolute/path for a folder elsewhere"
+        )
+    return name
+
+
+def check_run_dir(run_dir: str, key: str = "train.run_dir") -> str:
+    """``run_dir`` if it is absolute (given on purpose) or a relative path without ``..`` parts."""
+    path = Path(run_dir)
+    if not run_dir.strip() or (not path.is_absolute() and ".." in path.parts):
+        raise RecipeError(
+            f"{key}: {run_dir!r} leaves the project folder; give a relative path without '..' (e.g. runs/my_run) "
+            "or an absolute path"
+        )
+    return run_dir
 
 
 class Recipe(BaseModel):
@@ -47,14 +73,30 @@ class Recipe(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
-    def model_post_init(self, _context: Any) -> None:
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        return check_run_name(name)
+
+    @model_validator(mode="after")
+    def _task_and_sizes(self) -> Recipe:
         if self.task is None:
             kind = self.model.get("type")
-            if kind not in TASKS:
+            if not isinstance(kind, str) or kind not in TASKS and ":" not in kind:
                 raise RecipeError(
                     f"task: cannot tell pose from detection for model.type {kind!r}; set task: pose or task: detection"
                 )
+            if kind not in TASKS:
+                raise RecipeError(f"task: model.type {kind!r} is an import path; set task: pose or task: detection")
             self.task = TASKS[kind]
+        if self.task == "pose" and "input_size" in self.model:
+            size = self.model["input_size"]
+            ok = isinstance(size, list) and len(size) == 2 and all(type(v) is int and v >= 32 for v in size)
+            if not ok:
+                raise RecipeError(f"model.input_size: expected [height, width], two ints >= 32, got {size!r}")
+        if self.train.run_dir is not None:
+            check_run_dir(self.train.run_dir)
+        return self
 
     @property
     def run_dir(self) -> Path:
@@ -74,7 +116,11 @@ def read_config(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         where = f"{chain[-1]}: _base_" if chain else "config"
         raise RecipeError(f"{where}: file {str(path)!r} not found; check the path (bases are relative to the file)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8 YAML") from None
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read ({exc.strerror}); check the file's permissions") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" line {mark.line + 1}" if mark is not None else ""
@@ -82,8 +128,14 @@ def read_config(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: expected a mapping with model/data/train/eval sections")
     bases = raw.pop("_base_", [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise RecipeError(
+            f"{path}: _base_: expected a file name or a list of file names, got {raw.get('_base_', bases)!r}; "
+            "e.g. _base_: pose_baseline.yaml"
+        )
     merged: dict[str, Any] = {}
-    for base in [bases] if isinstance(bases, str) else bases:
+    for base in bases:
         merged = merge_configs(merged, read_config((path.parent / base).resolve(), (*chain, path)))
     return merge_configs(merged, raw)
 
@@ -104,13 +156,19 @@ def merge_configs(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 def apply_overrides(cfg: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """``key.path=value`` strings (YAML values: ``3``, ``[1, 2]``, ``null``, ``{a: 1}``) merged into ``cfg``."""
     for item in overrides:
-        if "=" not in item or item.startswith("="):
+        key = item.partition("=")[0].strip()
+        if "=" not in item or not _KEY.match(key):
             raise RecipeError(f"override {item!r}: expected key.path=value, e.g. train.max_epochs=3")
-    try:
-        dotted = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as exc:
-        raise RecipeError(f"overrides: {str(exc).splitlines()[0]}; use key.path=value") from None
-    return merge_configs(cfg, dotted)
+        try:  # OmegaConf's YAML: 1e-3 is a float, as users expect
+            dotted = OmegaConf.to_container(OmegaConf.from_dotlist([item]))
+        except Exception as exc:  # noqa: BLE001 - YAML and OmegaConf errors alike: the value does not parse
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RecipeError(
+                f"{key}: override value {item.partition('=')[2]!r} is not valid YAML ({reason}); "
+                f"quote it or close its brackets, e.g. {key}='[256, 192]'"
+            ) from None
+        cfg = merge_configs(cfg, dotted)
+    return cfg
 
 
 def _fields_at(loc: Sequence[Any]) -> list[str]:
@@ -135,9 +193,12 @@ def _format(exc: ValidationError) -> str:
         return f"{path}: unknown key; {hint}"
     if err["type"] == "missing":
         return f"{path}: required; add it to the config"
+    msg = err["msg"].removeprefix("Value error, ")
+    if not loc or msg.startswith(f"{path}:"):  # a validator's own message already names the key
+        return msg
     value = err.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    return f"{path}: {err['msg'].removeprefix('Value error, ')}{shown}"
+    return f"{path}: {msg}{shown}"
 
 
 def build_recipe(cfg: dict[str, Any], name: str = "run") -> Recipe:

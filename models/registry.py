@@ -6,6 +6,7 @@ arguments, and pose heads with ``@register_head("my_head")`` (see ``models.pose`
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,6 +18,7 @@ from .config import require_mapping
 
 MODELS = Registry("model")
 HEADS = Registry("head")
+BUILTIN_MODULES = ("models.pose", "models.detection")  # import-time ``@register_model`` of the built-in types
 
 
 def register_model(name: str, *, force: bool = False) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -35,6 +37,8 @@ def build_model(cfg: Mapping[str, Any]) -> nn.Module:
     The result carries ``config`` (the model section) so ``models.describe`` can rebuild its baseline.
     """
     cfg = require_mapping(cfg, "model")
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
     if "type" not in cfg and isinstance(cfg.get("model"), Mapping):
         cfg = cfg["model"]
     if "type" not in cfg:

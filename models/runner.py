@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -31,16 +31,17 @@ from .callbacks import (
     Throughput,
     ValidateLastEpoch,
 )
+from .checkpoint import check_resume, read_checkpoint
 from .detection_module import DetectionModule
 from .lit_base import EvaluatedModule
 from .pose_module import PoseModule
+from .quiet import silence_noise
 from .recipe import Recipe, RecipeError, build_recipe
 from .registry import build_model
 from .run_logs import csv_log_version
+from .train_config import TrainConfig
 
-# Noise from this lightning/torch pairing that says nothing about the user's run.
-warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
-warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+silence_noise()
 
 
 @dataclass
@@ -57,6 +58,7 @@ class RunResult:
     results_file: str | None = None
     n_results: int | None = None
     is_global_zero: bool = True
+    scored: str = ""  # which val set evaluate() scored, e.g. "val2017: 5000 images, 6352 instances"
     history: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,6 +69,17 @@ def build_datamodule(recipe: Recipe, train: bool = True) -> CocoDataModule:
     """The data for ``recipe`` (pose crops use ``model.input_size``)."""
     size = tuple(recipe.model.get("input_size", (256, 192))) if recipe.task == "pose" else (256, 192)
     return CocoDataModule(recipe.data, recipe.task, size, recipe.train.seed, train=train)
+
+
+def describe_val_set(dm: CocoDataModule, recipe: Recipe) -> str:
+    """Which images and how many instances a validation scores, saying so when ``data.val_limit`` cut it."""
+    images = len(set(dm.val_image_ids()))
+    total = len(base_dataset(dm.val_set).coco.getImgIds())
+    kind = "images" if recipe.task == "detection" else "detections" if recipe.data.det_file else "instances"
+    line = f"{Path(dm.paths['val_ann']).name}: {images} images, {len(dm.val_set)} {kind}"
+    if recipe.data.val_limit is not None and images < total:
+        line += f" (a subset: data.val_limit={recipe.data.val_limit} of {total} images)"
+    return line
 
 
 def build_module(recipe: Recipe, datamodule: CocoDataModule | None = None) -> EvaluatedModule:
@@ -106,30 +119,9 @@ def check_heatmap_size(module: PoseModule, expected: tuple[int, int], recipe: Re
         )
 
 
-def load_checkpoint_recipe(checkpoint: str | Path) -> Recipe:
-    """The recipe a checkpoint was trained with (saved in it by ``train``)."""
-    ckpt = _read_checkpoint(checkpoint)
-    if "convzoo_recipe" not in ckpt:
-        raise RecipeError(f"{checkpoint}: no recipe stored in this checkpoint; pass the config it was trained with")
-    saved = dict(ckpt["convzoo_recipe"])
-    return build_recipe(saved, name=saved.pop("name", "run"))
-
-
-def _read_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"checkpoint {str(path)!r} not found; pass a .ckpt file from runs/<name>/checkpoints/")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise RecipeError(
-            f"checkpoint {str(path)!r} could not be read ({type(exc).__name__}); is it a .ckpt?"
-        ) from None
-
-
 def load_weights(module: EvaluatedModule, checkpoint: str | Path) -> None:
     """Load a Lightning checkpoint's weights, with a one-line error if they belong to another model."""
-    state = _read_checkpoint(checkpoint).get("state_dict", {})
+    state = read_checkpoint(checkpoint).get("state_dict", {})
     result = module.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         bad = (result.missing_keys or result.unexpected_keys)[0]
@@ -152,7 +144,50 @@ def _resume_path(recipe: Recipe) -> str | None:
     path = last if recipe.train.resume is True else Path(recipe.train.resume)
     if not path.is_file():
         raise RecipeError(f"train.resume: {str(path)!r} not found; train without --resume first")
+    check_resume(path, recipe)
     return str(path)
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto``: ``bf16-mixed`` where the hardware computes bf16 natively (a CUDA GPU with bf16, or a CPU whose
+    oneDNN has bf16 instructions: AVX512-BF16 or AMX), else ``32-true``; other values are returned unchanged."""
+    if precision != "auto":
+        return precision
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    if accelerator in ("auto", "cpu"):
+        native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+        return "bf16-mixed" if native() else "32-true"
+    return "32-true"
+
+
+def check_accelerator(cfg: TrainConfig) -> None:
+    """``train.accelerator``/``devices`` against this machine, before any data or model is built."""
+    wanted = {"gpu": "cuda", "cuda": "cuda", "mps": "mps"}.get(cfg.accelerator)
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise RecipeError(
+            f"train.accelerator: {cfg.accelerator!r} but this machine has no CUDA GPU; use train.accelerator=auto "
+            "(runs on the CPU here) or cpu"
+        )
+    if wanted == "mps" and not torch.backends.mps.is_available():
+        raise RecipeError("train.accelerator: 'mps' but this machine has no Apple GPU; use train.accelerator=auto")
+    count = torch.cuda.device_count() if wanted == "cuda" else None
+    if count is not None and isinstance(cfg.devices, int) and cfg.devices > count:
+        raise RecipeError(f"train.devices: {cfg.devices} GPUs asked for, {count} visible; use train.devices={count}")
+
+
+def _check_writable(run_dir: Path) -> None:
+    """A run directory that cannot be written is an error now, not at the first checkpoint."""
+    try:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        probe = run_dir / "checkpoints" / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise RecipeError(
+            f"train.run_dir: cannot write to {str(run_dir)!r} ({exc.strerror}); choose a writable folder with "
+            "train.run_dir=..."
+        ) from None
 
 
 def build_trainer(
@@ -160,12 +195,23 @@ def build_trainer(
 ) -> L.Trainer:
     """A Lightning ``Trainer`` from ``recipe.train`` (devices, strategy, precision, schedule length ...)."""
     t = recipe.train
+    check_accelerator(t)
+    try:
+        return _trainer(recipe, callbacks, loggers, resuming)
+    except (MisconfigurationException, ValueError, RuntimeError) as exc:  # Lightning's checks of the same options
+        raise RecipeError(
+            f"train: {str(exc).strip().splitlines()[0]}; check train.accelerator, devices, strategy and precision"
+        ) from None
+
+
+def _trainer(recipe: Recipe, callbacks: Sequence[L.Callback], loggers: bool, resuming: bool) -> L.Trainer:
+    t = recipe.train
     return L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
         strategy=t.strategy,
         num_nodes=t.num_nodes,
-        precision=t.precision,
+        precision=resolve_precision(t.precision, t.accelerator),
         max_epochs=t.max_epochs,
         check_val_every_n_epoch=t.val_every,
         limit_train_batches=t.limit_train_batches,
@@ -195,7 +241,9 @@ def train(
     """
     if recipe.train.torch_threads:
         torch.set_num_threads(recipe.train.torch_threads)
+    check_accelerator(recipe.train)
     resume = _resume_path(recipe)
+    _check_writable(recipe.run_dir)
     L.seed_everything(recipe.train.seed, workers=True, verbose=False)
     dm = build_datamodule(recipe)
     dm.setup("fit")
@@ -219,10 +267,11 @@ def train(
         recipe.run_dir.mkdir(parents=True, exist_ok=True)
         (recipe.run_dir / "config.yaml").write_text(recipe.to_yaml())
     start = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
     # The best checkpoint is the first epoch with the highest val AP, as ModelCheckpoint(mode="max") keeps it.
     stats = dict(max(module.history, key=lambda h: h["AP"], default=module.metrics))
     epoch = stats.pop("epoch", None)
+    stats.pop("step", None), stats.pop("train_seconds", None)
     result = RunResult(
         run_dir=str(recipe.run_dir),
         metrics=stats,
@@ -254,6 +303,7 @@ def evaluate(
         updates["eval"] = {**recipe.eval.model_dump(), "flip_test": flip}
     if updates:
         recipe = build_recipe({**recipe.model_dump(exclude={"name"}), **updates}, recipe.name)
+    check_accelerator(recipe.train)
     dm = build_datamodule(recipe, train=False)
     dm.setup("validate")
     module = build_module(recipe, dm)
@@ -265,6 +315,7 @@ def evaluate(
     return RunResult(
         run_dir=str(recipe.run_dir),
         metrics=dict(module.metrics),
+        scored=describe_val_set(dm, recipe),
         best_checkpoint=str(checkpoint),
         seconds=round(time.perf_counter() - start, 1),
         results_file=str(results_file) if results_file else None,

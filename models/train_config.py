@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from data.config import Strict
+
+# Lightning's strategies that this project can run (DeepSpeed and XLA are not installed).
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp", "fsdp_cpu_offload")
+_UNUSED = ("_find_unused_parameters_true", "_find_unused_parameters_false")
+_DEVICES = re.compile(r"^(auto|-1|[1-9][0-9]*|[0-9]+(,[0-9]*)+)$")  # a count, all (-1), or GPU ids "0,1"
 
 
 class OptimizerConfig(Strict):
@@ -46,20 +52,58 @@ class TrainConfig(Strict):
     temperature: TemperatureConfig = Field(default_factory=TemperatureConfig)
     seed: int = 0
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
-    devices: int | str = 1
+    devices: int | str | list[int] = 1
     strategy: str = "auto"
     num_nodes: int = Field(1, ge=1)
-    precision: Literal["32-true", "16-mixed", "bf16-mixed", "32", "16", "bf16"] = "32-true"
+    # auto: bf16-mixed where the hardware computes bf16 natively (models.runner.resolve_precision)
+    precision: Literal[
+        "auto", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "32", "16", "bf16", "64"
+    ] = "32-true"
     channels_last: bool = False
     val_every: int = Field(1, ge=1)
     checkpoint_every_n_steps: int | None = Field(None, ge=1)
-    limit_train_batches: int | float | None = None
+    limit_train_batches: int | float | None = Field(None, ge=0)
     gradient_clip: float | None = Field(None, gt=0)
     log_every_n_steps: int = Field(20, ge=1)
     torch_threads: int | None = Field(None, ge=1)
     run_dir: str | None = None
     resume: bool | str = False
     progress_bar: bool = True
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _devices(cls, value: Any) -> Any:
+        ok = (
+            (type(value) is int and (value >= 1 or value == -1))
+            or (isinstance(value, str) and _DEVICES.match(value.strip()))
+            or (isinstance(value, list) and value and all(type(v) is int and v >= 0 for v in value))
+        )
+        if not ok:
+            raise ValueError(
+                f"train.devices: {value!r} is not a device count; use a count >= 1, -1 (all), auto, or GPU ids "
+                "such as [0, 1]"
+            )
+        return value
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, value: str) -> str:
+        base = next((value.removesuffix(s) for s in _UNUSED if value.endswith(s)), value)
+        if base not in STRATEGIES or (base != value and not base.startswith("ddp")):
+            raise ValueError(f"train.strategy: unknown strategy {value!r}; use one of {', '.join(STRATEGIES)}")
+        return value
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision(cls, value: Any) -> Any:
+        return str(value) if type(value) is int else value  # precision: 16 in YAML means "16"
+
+    @field_validator("limit_train_batches")
+    @classmethod
+    def _fraction(cls, value: int | float | None) -> int | float | None:
+        if isinstance(value, float) and value > 1:
+            raise ValueError("train.limit_train_batches: a fraction must be <= 1 (or give a number of batches, an int)")
+        return value
 
     @model_validator(mode="after")
     def _milestones_sorted(self) -> TrainConfig:

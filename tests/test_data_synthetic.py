@@ -119,3 +119,22 @@ def test_clutter_range_sets_the_background_shapes() -> None:
         SynthConfig(min_clutter=3, max_clutter=3)
     with pytest.raises(DataError, match="side_shade"):
         SynthConfig(side_shade=1.0)
+
+
+def test_presets_fill_the_difficulty_keys_and_given_keys_win() -> None:
+    from data.config import SyntheticOptions
+
+    easy = SyntheticOptions(preset="easy").synth_config()
+    assert (easy.max_people, easy.min_person_frac, easy.min_clutter, easy.max_clutter) == (2, 0.5, 2, 8)
+    assert SyntheticOptions().synth_config() == SynthConfig()  # standard = the generator's defaults
+    mixed = SyntheticOptions(preset="easy", max_people=3, train_images=10).synth_config()
+    assert (mixed.max_people, mixed.min_clutter, mixed.train_images) == (3, 2, 10)
+    # The saved recipe (preset plus resolved keys) reloads to the same generator parameters.
+    again = SyntheticOptions(**SyntheticOptions(preset="easy", max_people=3).model_dump())
+    assert again.synth_config() == SyntheticOptions(preset="easy", max_people=3).synth_config()
+    with pytest.raises(ValueError, match="'standard' or 'easy'"):
+        SyntheticOptions(preset="hard")
+    # Every image of the easy preset shows one or two people.
+    for seed in range(4):
+        _, anns = render_image(easy, np.random.default_rng([0, 0, seed]))
+        assert 1 <= len(anns) <= 2

@@ -41,6 +41,11 @@ def test_train_writes_run_dir_and_eval_reproduces_its_ap(trained, tmp_path: Path
     assert {"config.yaml", "summary.json", "logs", "tb"} <= {p.name for p in run.iterdir()}
     assert list(result.metrics) == ["AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"]
     assert result.train_images_per_s > 0
+    # Each validation records where it stands: epoch, optimizer step, cumulative training seconds.
+    steps = [h["step"] for h in result.history]
+    assert [h["epoch"] for h in result.history] == sorted({h["epoch"] for h in result.history})
+    assert steps == sorted(steps) and steps[-1] > 0
+    assert 0 < result.history[-1]["train_seconds"] <= result.seconds
     # The resolved config reloads to the same recipe, and the checkpoint stores it: eval needs no CONFIG.
     assert load_recipe(run / "config.yaml").model == load_recipe(BASE, overrides).model
     out = tmp_path / "results.json"

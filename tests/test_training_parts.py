@@ -79,3 +79,14 @@ def test_epoch_shuffle_is_a_function_of_seed_and_epoch() -> None:
     b.set_epoch(1)
     assert list(a) == list(b)
     assert torch.equal(torch.tensor(list(EpochShuffle(50, seed=4))), torch.tensor(list(EpochShuffle(50, seed=4))))
+
+
+def test_precision_auto_is_bf16_only_where_the_hardware_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.runner import resolve_precision
+
+    assert resolve_precision("16-mixed", "cpu") == "16-mixed"  # explicit choices pass through
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert resolve_precision("auto", "auto") == resolve_precision("auto", "cpu") == "bf16-mixed"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert resolve_precision("auto", "cpu") == "32-true"

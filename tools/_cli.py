@@ -1,20 +1,34 @@
-"""Shared by the tools: the CPU allocator setting, library errors as one line + exit code 2, COCO stats tables."""
+"""Shared by the tools: the CPU allocator setting, library errors as one line + exit code 2, COCO stats tables.
+
+Nothing here imports torch: a tool parses its arguments and validates its recipe first, so ``--help`` and a
+bad recipe answer in about a second.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import signal
 import sys
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
-import torch
-
-from convblocks import BlockConfigError
-from data import DataError
+from data.errors import DataError
 from models.allocator import keep_freed_memory
+from models.recipe import RecipeError
 
-USER_ERRORS = (BlockConfigError, DataError)  # RecipeError is a BlockConfigError
+if TYPE_CHECKING:
+    import torch
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """A library error about the user's input (recipe, data, block config): printed as one line, exit 2."""
+    kinds: list[type[BaseException]] = [RecipeError, DataError]
+    registry = sys.modules.get("convblocks.registry")  # BlockConfigError can only come from a loaded convblocks
+    if registry is not None:
+        kinds.append(registry.BlockConfigError)
+    return isinstance(exc, tuple(kinds))
 
 
 class Terminated(Exception):
@@ -43,6 +57,29 @@ _MAIN_PID = os.getpid()
 _TERMINATED: list[int] = []
 
 
+def show_library_messages() -> None:
+    """convzoo's own log lines (``data``, ``models``: skip counts, data-set sizes) on stderr as plain lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in ("data", "models"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` as one line; for an error re-raised from a data-loader worker (whose message is
+    "Caught X in DataLoader worker process N" plus the worker's traceback), the worker's own message."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if len(lines) > 1 and "Traceback" in lines[1]:
+        return lines[-1].split(": ", 1)[-1] if lines[-1].split(": ", 1)[0].endswith("Error") else lines[-1]
+    return lines[0]
+
+
 def run(main: Callable[[], int | None]) -> int:
     """Call ``main``; bad input prints ``error: ...`` (no traceback, unless CONVZOO_DEBUG=1) and returns 2;
     SIGTERM, and Ctrl-C outside Lightning's fit (which shuts down on Ctrl-C itself), print one line and return
@@ -52,18 +89,17 @@ def run(main: Callable[[], int | None]) -> int:
     turns that off): training steps then stop page-faulting their large tensors in again.
     """
     keep_freed_memory()
+    show_library_messages()
     signal.signal(signal.SIGTERM, _raise_terminated)  # Lightning adds its own handler to this one during fit
     try:
         return int(main() or 0)
-    except USER_ERRORS as exc:
-        if os.environ.get("CONVZOO_DEBUG"):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted; resume with --resume (the last epoch checkpoint is kept)", file=sys.stderr)
         return 130
-    except Exception:  # after a SIGTERM, whatever teardown raised is part of the stop
+    except Exception as exc:  # after a SIGTERM, whatever teardown raised is part of the stop
+        if not _TERMINATED and is_user_error(exc) and not os.environ.get("CONVZOO_DEBUG"):
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            return 2
         if not _TERMINATED:
             raise
         name = signal.Signals(_TERMINATED[0]).name
@@ -86,6 +122,8 @@ def stats_table(stats: Mapping[str, float], title: str = "") -> str:
 
 def machine_info(device: torch.device) -> dict:
     """CPU model, cores, torch threads and versions (and the GPU) for a benchmark's JSON."""
+    import torch
+
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:

@@ -16,8 +16,7 @@ import argparse
 
 from _cli import run
 
-from models.compare import from_configs, is_comparison, load_spec, run_comparison, select_variants
-from models.recipe import RecipeError
+from models.recipe import RecipeError, check_run_name
 
 
 def main() -> int:
@@ -36,6 +35,10 @@ def main() -> int:
     files = [a for a in args.inputs if "=" not in a]
     if not files:
         raise RecipeError("no comparison YAML or recipe given; e.g. configs/compare/pose_blocks.yaml")
+    if args.name is not None:
+        check_run_name(args.name, "--name")
+    from models.compare import from_configs, is_comparison, load_spec, run_comparison, select_variants
+
     updates = {
         "seeds": None if args.seeds is None else list(range(args.seeds)),
         "name": args.name,

@@ -12,8 +12,7 @@ import json
 
 from _cli import run, stats_table
 
-from models.recipe import apply_overrides, build_recipe, load_recipe
-from models.runner import evaluate, load_checkpoint_recipe
+from models.recipe import load_recipe
 
 
 def main() -> int:
@@ -27,14 +26,15 @@ def main() -> int:
     flip.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test")
     parser.add_argument("--out", metavar="PATH", help="write the COCO results JSON here")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     if args.config and "=" in args.config:  # only overrides were given
         args.overrides, args.config = [args.config, *args.overrides], None
-    if args.config:
-        recipe = load_recipe(args.config, args.overrides)
-    else:
-        stored = load_checkpoint_recipe(args.checkpoint)
-        recipe = build_recipe(apply_overrides(stored.model_dump(mode="json"), args.overrides), stored.name)
+    recipe = load_recipe(args.config, args.overrides) if args.config else None  # errors before torch's import
+    from models.checkpoint import eval_recipe
+    from models.runner import evaluate
+
+    if recipe is None:  # the stored recipe on the full val set, unless an override sets data.val_limit
+        recipe = eval_recipe(args.checkpoint, args.overrides)
     result = evaluate(recipe, args.checkpoint, det_file=args.det_boxes, flip=args.flip, results_file=args.out)
     if not result.is_global_zero:
         return 0
@@ -43,7 +43,8 @@ def main() -> int:
         return 0
     boxes = f"detections from {args.det_boxes}" if args.det_boxes else "GT boxes"
     what = "keypoints" if recipe.task == "pose" else "bbox"
-    print(stats_table(result.metrics, f"\n{recipe.name}: COCOeval {what} ({boxes if what == 'keypoints' else 'val'})"))
+    title = f"\n{recipe.name}: COCOeval {what} ({boxes if what == 'keypoints' else 'val'}); {result.scored}"
+    print(stats_table(result.metrics, title))
     if args.out:
         print(f"\nresults: {args.out}")
     return 0

@@ -1,7 +1,8 @@
 """Print what block surgery did to a config's backbone or model: replaced modules, params and FLOPs per stage.
 
 Usage: python tools/summary.py configs/models/pyconvresnet50.yaml [--input-size 224 224] [--json out.json]
-The config holds a ``model:`` section (any registered model) or a ``backbone:`` section.
+The config holds a ``model:`` section (any registered model) or a ``backbone:`` section, itself or through
+its ``_base_`` files (a training recipe works as it is).
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
-from models import build_backbone, build_model, describe
+from models.recipe import read_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,14 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the before-surgery columns")
     args = parser.parse_args(argv)
     try:
-        try:
-            cfg = yaml.safe_load(Path(args.config).read_text())
-        except OSError as exc:
-            raise ValueError(f"cannot read config {args.config!r} ({exc.strerror}); check the path") from exc
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{args.config}: invalid YAML ({str(exc).splitlines()[0]})") from exc
-        if not isinstance(cfg, dict) or not ({"model", "backbone"} & set(cfg)):
+        cfg = read_config(Path(args.config).resolve())  # follows _base_, one-line errors
+        if not ({"model", "backbone"} & set(cfg)):
             raise ValueError(f"{args.config}: no 'model:' or 'backbone:' section; add one (see docs/models.md)")
+        from models import build_backbone, build_model, describe
+
         model = build_model(cfg["model"]) if "model" in cfg else build_backbone(cfg["backbone"])
         desc = describe(model, input_size=args.input_size, baseline=not args.no_baseline)
     except ValueError as exc:  # BlockConfigError is a ValueError: one line, no traceback

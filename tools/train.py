@@ -13,7 +13,6 @@ import json
 from _cli import run, stats_table
 
 from models.recipe import load_recipe
-from models.runner import train
 
 
 def main() -> int:
@@ -22,9 +21,12 @@ def main() -> int:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_epochs=3")
     parser.add_argument("--resume", action="store_true", help="continue from <run_dir>/checkpoints/last.ckpt")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args()
-    overrides = [*args.overrides, *(["train.resume=true"] if args.resume else [])]
-    recipe = load_recipe(args.config, overrides)
+    args = parser.parse_intermixed_args()
+    given = any(o.startswith("train.resume=") for o in args.overrides)  # a checkpoint path: keep it
+    overrides = [*args.overrides, *(["train.resume=true"] if args.resume and not given else [])]
+    recipe = load_recipe(args.config, overrides)  # every recipe error stops here, before torch is imported
+    from models.runner import train
+
     result = train(recipe)
     if not result.is_global_zero:
         return 0

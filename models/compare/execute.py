@@ -78,7 +78,7 @@ def load_record(run: PlannedRun) -> RunRecord:
     history = summary.get("history") or []
     if not history:
         raise RecipeError(f"{run.run_dir}/summary.json: no validation history; delete the folder to retrain the run")
-    final = {k: v for k, v in history[-1].items() if k != "epoch"}
+    final = {k: v for k, v in history[-1].items() if k not in ("epoch", "step", "train_seconds")}
     return RunRecord(
         variant=run.variant,
         seed=run.seed,

@@ -76,3 +76,22 @@ def plot_curves(records: Sequence[RunRecord], path: str | Path, title: str) -> N
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_learning(histories: Mapping[str, Sequence[Mapping[str, float]]], path: str | Path, title: str) -> None:
+    """Val AP of each run against training minutes (left) and optimizer steps (right), from its history."""
+    fig, (ax_time, ax_step) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for i, (name, history) in enumerate(histories.items()):
+        ap = [100 * h["AP"] for h in history]
+        ax_time.plot([h["train_seconds"] / 60 for h in history], ap, "o-", color=f"C{i}", label=name, ms=3)
+        ax_step.plot([h["step"] for h in history], ap, "o-", color=f"C{i}", label=name, ms=3)
+    ax_time.set_xlabel("training minutes (validation excluded)")
+    ax_step.set_xlabel("optimizer step")
+    for ax in (ax_time, ax_step):
+        ax.set_ylabel("val AP (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

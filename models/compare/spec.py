@@ -28,7 +28,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from data.config import Strict
 
-from ..recipe import Recipe, RecipeError, apply_overrides, build_recipe, merge_configs, read_config
+from ..recipe import Recipe, RecipeError, apply_overrides, build_recipe, check_run_name, merge_configs, read_config
 
 _NAME = re.compile(r"^[A-Za-z0-9_.+\-]+$")
 
@@ -45,6 +45,11 @@ class ComparisonSpec(Strict):
     out_dir: str | None = None
     bootstrap: int = Field(1000, ge=0)
     latency_reps: int = Field(20, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        return check_run_name(name)
 
     @field_validator("variants")
     @classmethod

@@ -1,0 +1,105 @@
+"""Reading checkpoints without running code, and the recipe stored in them (for eval and for resume).
+
+A Lightning checkpoint is a pickle. ``read_checkpoint`` opens it with torch's safe unpickler
+(``weights_only=True``): tensors, dicts, lists, strings and numbers load; a checkpoint that would import or
+call anything else is refused with one line before any of it runs. convzoo stores its recipe and history
+as plain data, so its own checkpoints always pass.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .recipe import Recipe, RecipeError, apply_overrides, build_recipe
+
+# Keys a resumed run may change: how long it runs, how it logs and loads; not what it computes per step.
+RESUME_SAFE = frozenset(
+    {
+        "train.max_epochs",
+        "train.resume",
+        "train.progress_bar",
+        "train.log_every_n_steps",
+        "train.torch_threads",
+        "train.checkpoint_every_n_steps",
+        "train.val_every",
+        "data.num_workers",
+        "data.val_batch_size",
+        "eval.batch_size",
+    }
+)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents, loaded with ``weights_only=True``; a one-line ``RecipeError`` otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"checkpoint {str(path)!r} not found; pass a .ckpt file from runs/<name>/checkpoints/")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        what = next((line for line in str(exc).splitlines() if "GLOBAL" in line), "").strip()
+        raise RecipeError(
+            f"checkpoint {str(path)!r} refused: it holds Python objects that loading would run"
+            f"{f' ({what})' if what else ''}; load only checkpoints written by convzoo (tensors and plain data)"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file means the same thing to the user
+        raise RecipeError(
+            f"checkpoint {str(path)!r} could not be read ({type(exc).__name__}); is it a complete .ckpt file?"
+        ) from None
+    if not isinstance(ckpt, dict):
+        raise RecipeError(f"checkpoint {str(path)!r} is not a Lightning checkpoint (a {type(ckpt).__name__})")
+    return ckpt
+
+
+def stored_recipe(checkpoint: str | Path, ckpt: dict[str, Any] | None = None) -> Recipe:
+    """The recipe a checkpoint was trained with (saved in it by ``models.runner.train``)."""
+    ckpt = read_checkpoint(checkpoint) if ckpt is None else ckpt
+    if not isinstance(ckpt.get("convzoo_recipe"), dict):
+        raise RecipeError(f"{checkpoint}: no recipe stored in this checkpoint; pass the config it was trained with")
+    saved = dict(ckpt["convzoo_recipe"])
+    return build_recipe(saved, name=saved.pop("name", "run"))
+
+
+def eval_recipe(checkpoint: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """The stored recipe for evaluation: the full val set (the run's ``data.val_limit`` is dropped unless an
+    override sets it), then ``overrides``."""
+    stored = stored_recipe(checkpoint)
+    cfg = stored.model_dump(mode="json", exclude={"name"})
+    cfg["data"]["val_limit"] = None
+    return build_recipe(apply_overrides(cfg, overrides), stored.name)
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (lists stay values)."""
+    if not isinstance(cfg, dict) or not cfg:
+        return {prefix: cfg}
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def changed_keys(old: Recipe, new: Recipe) -> list[str]:
+    """Dotted keys whose values differ between two recipes (``name`` aside)."""
+    a = flatten(old.model_dump(mode="json", exclude={"name"}))
+    b = flatten(new.model_dump(mode="json", exclude={"name"}))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, "<unset>") != b.get(k, "<unset>"))
+
+
+def check_resume(checkpoint: str | Path, recipe: Recipe) -> None:
+    """Refuse to resume ``checkpoint`` with a recipe that differs from its own beyond ``RESUME_SAFE`` keys."""
+    ckpt = read_checkpoint(checkpoint)
+    if "convzoo_recipe" not in ckpt:
+        return  # written by another tool: Lightning's own loading decides
+    unsafe = [k for k in changed_keys(stored_recipe(checkpoint, ckpt), recipe) if k not in RESUME_SAFE]
+    if unsafe:
+        shown = ", ".join(unsafe[:5]) + (f" and {len(unsafe) - 5} more" if len(unsafe) > 5 else "")
+        raise RecipeError(
+            f"train.resume: the recipe differs from the one {str(checkpoint)!r} was trained with ({shown}); "
+            "resume with the run's own recipe (only "
+            f"{', '.join(sorted(RESUME_SAFE - {'train.resume'}))} may change), or start a new run with name=<new name>"
+        )
