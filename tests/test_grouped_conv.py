@@ -3,9 +3,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import first_then_slow
+from helpers import first_then_slow, needs_kernels
 
 from convblocks import PyConv2d, cpu_ext, grouped_conv, grouped_kernels, pyconv
+
+pytestmark = pytest.mark.kernels
 
 
 def grads_of(fn, leaves, go):
@@ -128,9 +130,6 @@ def test_pyconv_rejects_an_unknown_impl():
         PyConv2d(16, 16, impl="fast")
 
 
-needs_kernel = pytest.mark.skipif(not cpu_ext.available(), reason="the CPU extension could not be built here")
-
-
 WGRAD_CASES = [
     (64, 16, 1, 9, 1, 4, 1, 11),
     (40, 8, 1, 5, 2, 1, 1, 11),
@@ -157,7 +156,7 @@ def wgrad_case(dtype, channels, groups, outputs, k, stride, padding, dilation, w
     return (*nhwc, [k, k], s, p, d, groups), ref[1]
 
 
-@needs_kernel
+@needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("channels,groups,outputs,k,stride,padding,dilation,width", WGRAD_CASES)
 def test_compiled_weight_gradient_equals_onednn(dtype, channels, groups, outputs, k, stride, padding, dilation, width):
@@ -169,14 +168,14 @@ def test_compiled_weight_gradient_equals_onednn(dtype, channels, groups, outputs
     torch.library.opcheck(grouped_kernels.grouped_wgrad.op, args, test_utils="test_faketensor")
 
 
-@needs_kernel
+@needs_kernels
 @pytest.mark.parametrize("case", first_then_slow(WGRAD_CASES))
 def test_compiled_weight_gradient_passes_opcheck(case):
     """Schema, autograd registration, fake implementation and AOT dispatch with dynamic shapes (seconds each)."""
     torch.library.opcheck(grouped_kernels.grouped_wgrad.op, wgrad_case(torch.float64, *case)[0])
 
 
-@needs_kernel
+@needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize(
     "channels,groups,outputs,k,padding,dilation_h",
@@ -213,7 +212,7 @@ def test_grouped_forward_applies_only_where_built():
     assert not applies(torch.Size([6, 4, 9, 9]), (1, 1), (1, 1), 6)  # 24 channels: not whole vectors
 
 
-@needs_kernel
+@needs_kernels
 @pytest.mark.parametrize("outputs,takes_kernel", [(1, True), (2, True), (4, False)])
 def test_training_takes_the_compiled_weight_gradient_and_falls_back_without_it(monkeypatch, outputs, takes_kernel):
     """Up to WGRAD_MAX_OUTPUTS outputs per group the compiled weight gradient; above, and without the
@@ -244,7 +243,7 @@ def test_training_takes_the_compiled_weight_gradient_and_falls_back_without_it(m
 GROUP_CASES = [(64, 16), (64, 8), (32, 16), (64, 4), (30, 10), (16, 1), (12, 12)]
 
 
-@needs_kernel
+@needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("channels,groups", GROUP_CASES)
 def test_compiled_group_sum_and_repeat_equal_torch(dtype, channels, groups):
@@ -261,7 +260,7 @@ def test_compiled_group_sum_and_repeat_equal_torch(dtype, channels, groups):
     torch.library.opcheck(grouped_kernels.group_repeat.op, (y, channels // groups), test_utils="test_faketensor")
 
 
-@needs_kernel
+@needs_kernels
 @pytest.mark.parametrize("case", first_then_slow(GROUP_CASES))
 def test_compiled_group_sum_and_repeat_pass_opcheck(case):
     """Autograd registration (each is the other's gradient), fake implementations and AOT dispatch."""

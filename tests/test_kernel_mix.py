@@ -2,17 +2,17 @@
 
 import pytest
 import torch
-from helpers import first_then_slow
+from helpers import first_then_slow, needs_kernels
 
 from convblocks import DynamicConv2d, cpu_ext, dynamic, kernel_mix
 
-needs_kernel = pytest.mark.skipif(not cpu_ext.available(), reason="the CPU extension could not be built here")
+pytestmark = pytest.mark.kernels
 
 
 MIX_CASES = [(3, 4, 1000), (1, 2, 37), (5, 8, 530), (2, 3, 1025), (4, 1, 7)]
 
 
-@needs_kernel
+@needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("n,k,p", MIX_CASES)
 def test_mix_and_both_gradients_equal_matmul(n, k, p, dtype):
@@ -33,7 +33,7 @@ def test_mix_and_both_gradients_equal_matmul(n, k, p, dtype):
     )
 
 
-@needs_kernel
+@needs_kernels
 @pytest.mark.parametrize("case", first_then_slow(MIX_CASES))
 def test_mix_ops_pass_opcheck(case):
     """Schema, autograd registration, fake implementations and AOT dispatch (seconds per call)."""
@@ -45,7 +45,7 @@ def test_mix_ops_pass_opcheck(case):
     torch.library.opcheck(kernel_mix.mix_kernels_backward.op, (go, pi.detach(), bank.detach()))
 
 
-@needs_kernel
+@needs_kernels
 def test_dynamic_conv_trains_through_the_kernel_with_matmul_results(monkeypatch):
     calls = []
     real = kernel_mix.mix_kernels_op
