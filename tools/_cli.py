@@ -57,9 +57,21 @@ _MAIN_PID = os.getpid()
 _TERMINATED: list[int] = []
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is logged (a test's capture, a redirected stream)."""
+
+    @property
+    def stream(self):  # noqa: ANN201 - logging's own attribute
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def show_library_messages() -> None:
     """convzoo's own log lines (``data``, ``models``: skip counts, data-set sizes) on stderr as plain lines."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.setFormatter(logging.Formatter("%(message)s"))
     for name in ("data", "models"):
         logger = logging.getLogger(name)
