@@ -7,8 +7,8 @@ What is exported is the network, from a normalised image batch to the head's raw
   ``cls_logits``; RetinaNet: ``bbox_regression``, ``cls_logits``; Faster R-CNN: FPN features and RPN outputs);
   resizing, anchors, box decoding and NMS stay in Python (torchvision's ``transform`` and ``postprocess``).
 The batch is dynamic; so are H and W where the model allows it (fully convolutional: heatmap heads, detectors;
-not SimCC/regression heads, whose layers depend on the input size, nor adaptive pooling to a grid, e.g.
-``pyconv_global_head``).
+not SimCC/regression heads, whose layers depend on the input size; ``pyconv_global_head``'s adaptive pooling
+to a 9×9 grid is written as matmuls that follow the input's size).
 """
 
 from __future__ import annotations
@@ -80,10 +80,8 @@ def dynamic_size(model: nn.Module) -> bool:
     """Whether the exported graph can take any H×W: no size-bound head and no adaptive pooling to a grid."""
     if isinstance(model, TopDownPose) and not isinstance(model.head, HeatmapHead):
         return False
-    for m in model.modules():
-        if isinstance(m, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d) and m.output_size not in (1, (1, 1)):
-            return False
-    return True
+    # adaptive average pooling to a grid exports for any size (models.export_blocks); max pooling does not
+    return not any(isinstance(m, nn.AdaptiveMaxPool2d) and m.output_size not in (1, (1, 1)) for m in model.modules())
 
 
 def example_input(recipe: Recipe, batch: int = 2) -> torch.Tensor:

@@ -9,6 +9,9 @@ Under ``exportable(model)``:
 - ``dynamic`` runs its ``mixture`` formulation (all K kernels in one conv, outputs mixed by π): no batch size in
   the graph, unlike the batch-as-groups form.
 - ``coordconv`` computes its coordinates from the traced input's shape on every call (no cache).
+- adaptive average pooling to a grid (``pyconv_global_head``'s 9×9) runs as two matmuls with bin-averaging
+  matrices built from the input's shape: the exporter writes ``AdaptiveAvgPool2d`` only for sizes known at export
+  and divisible by the grid, and this keeps H×W dynamic.
 Everything is restored on exit.
 """
 
@@ -19,6 +22,7 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
+from torch.nn.modules.utils import _pair
 
 from convblocks.deform import DeformConv2d
 from convblocks.dynamic import DynamicConv2d
@@ -56,6 +60,27 @@ def register_symbolics() -> None:
     torch.onnx.register_custom_op_symbolic("torchvision::deform_conv2d", deform_conv2d_symbolic, OPSET)
 
 
+def bin_matrix(size: torch.Tensor | int, bins: int, like: torch.Tensor) -> torch.Tensor:
+    """``(bins, size)`` averaging matrix of adaptive pooling along one axis: row i averages positions
+    ``floor(i·size/bins) .. ceil((i+1)·size/bins) - 1`` (PyTorch's bins), from a traced ``size``."""
+    size = torch.as_tensor(size)
+    pos = torch.arange(size, device=like.device)
+    i = torch.arange(bins, device=like.device)
+    start = torch.div(i * size, bins, rounding_mode="floor")
+    end = torch.div((i + 1) * size + bins - 1, bins, rounding_mode="floor")
+    inside = (pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])
+    weights = inside.to(like.dtype)
+    return weights / weights.sum(1, keepdim=True)
+
+
+def adaptive_avg_pool_matmul(module: nn.AdaptiveAvgPool2d, x: torch.Tensor) -> torch.Tensor:
+    """``AdaptiveAvgPool2d`` on ``(N, C, H, W)`` as ``P_h · x · P_wᵀ`` (a bin's mean is separable), for any H×W."""
+    bh, bw = _pair(module.output_size)
+    h, w = x.shape[-2:]
+    rows = x if bh is None else torch.matmul(bin_matrix(h, bh, x), x)
+    return rows if bw is None else torch.matmul(rows, bin_matrix(w, bw, x).transpose(0, 1))
+
+
 def export_settings(module: nn.Module, decompose: bool = False) -> dict[str, object]:
     """The attributes ``module`` takes while exported (empty for modules that need none)."""
     if isinstance(module, DeformConv2d):
@@ -72,12 +97,18 @@ def exportable(model: nn.Module, decompose: bool = False) -> Iterator[nn.Module]
     """``model`` with every block set up for tracing and export (see the module docstring); restored on exit."""
     register_symbolics()
     saved: list[tuple[nn.Module, str, object]] = []
+    pools: list[nn.AdaptiveAvgPool2d] = []
     try:
         for module in model.modules():
             for name, value in export_settings(module, decompose).items():
                 saved.append((module, name, getattr(module, name)))
                 setattr(module, name, value)
+        pools = [m for m in model.modules() if isinstance(m, nn.AdaptiveAvgPool2d) and _pair(m.output_size) != (1, 1)]
+        for pool in pools:  # an instance attribute shadows the class's forward until deleted
+            pool.forward = lambda x, pool=pool: adaptive_avg_pool_matmul(pool, x)
         yield model
     finally:
+        for pool in pools:
+            del pool.forward
         for module, name, value in reversed(saved):
             setattr(module, name, value)

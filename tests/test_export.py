@@ -13,7 +13,7 @@ from helpers import ROOT, tool
 
 from convblocks import build_block, list_blocks
 from models.export import dynamic_size, example_input, export_model, max_difference, run_exported
-from models.export_blocks import exportable
+from models.export_blocks import adaptive_avg_pool_matmul, exportable
 from models.recipe import load_recipe
 from models.registry import build_model
 
@@ -45,7 +45,10 @@ def test_every_block_exports_to_onnx_and_equals_pytorch_at_any_batch_and_size(na
     import onnx
 
     net = block_network(name)
-    path = export_model(net, torch.randn(2, 3, 12, 10), tmp_path / f"{name}.onnx", "onnx", dynamic_hw=True)
+    example = torch.randn(2, 3, 12, 10)
+    with torch.no_grad():
+        net(example)  # eager first: a cache of the export size (CoordConv's) must not end up in the graph
+    path = export_model(net, example, tmp_path / f"{name}.onnx", "onnx", dynamic_hw=True)
     assert max_difference(net, path, BATCHES) <= TOL
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     if name in ("deform", "dcnv2"):
@@ -77,6 +80,13 @@ def test_every_block_exports_to_torchscript(name: str, tmp_path: Path) -> None:
     assert max_difference(net, path, BATCHES[:2]) <= TOL
 
 
+@pytest.mark.parametrize(("h", "w"), [(12, 10), (17, 9), (9, 9), (30, 7), (5, 4)])
+def test_adaptive_pool_as_matmuls_equals_pytorch(h: int, w: int) -> None:
+    pool = torch.nn.AdaptiveAvgPool2d(9)
+    x = torch.randn(2, 3, h, w, dtype=torch.float64)
+    torch.testing.assert_close(adaptive_avg_pool_matmul(pool, x), pool(x), rtol=0, atol=1e-12)
+
+
 def test_export_settings_are_restored() -> None:
     names = ("dcnv2", "pyconv", "dynamic")
     net = torch.nn.Sequential(*(build_block(n, in_channels=64, out_channels=64) for n in names))
@@ -84,6 +94,10 @@ def test_export_settings_are_restored() -> None:
     with exportable(net):
         assert [m.impl for m in net] == ["torchvision", "direct", "mixture"] and net[1].layout == "input"
     assert [(m.impl, getattr(m, "layout", None)) for m in net] == before
+    head = build_block("pyconv_global_head", in_channels=16, out_channels=16)
+    with exportable(head):
+        assert "forward" in vars(head.pool)
+    assert "forward" not in vars(head.pool)
 
 
 def export_recipe(path: Path, tmp_path: Path) -> None:
