@@ -1,6 +1,7 @@
 """Deformable convolution as a function, in torchvision's offset/mask layout.
 
-``deform_conv2d`` has the signature of ``torchvision.ops.deform_conv2d`` and four implementations:
+``deform_conv2d`` has the signature of ``torchvision.ops.deform_conv2d`` and four implementations, chosen by
+``backend("deform_conv2d")``:
 
 - ``"fused"``: a compiled channels-last CPU kernel (``deform_cpu``) that samples and differentiates all taps
   in one pass each, then one GEMM per chunk; borders and gradients exactly as torchvision's. The default
@@ -26,11 +27,10 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from ..conv import IntOrPair, output_size, to_pair
 from . import cpu_ext, deform_cpu
-from .conv import IntOrPair, output_size, to_pair
+from .backend import backend
 from .deform_fused import DeformSampleMatmul
-
-IMPLS = ("auto", "fused", "native", "reference", "torchvision")
 
 
 def _check_shapes(input, offset, weight, mask, out_hw) -> tuple[int, int]:
@@ -189,18 +189,15 @@ def deform_conv2d(
     padding: IntOrPair = 0,
     dilation: IntOrPair = 1,
     mask: torch.Tensor | None = None,
-    impl: str = "auto",
 ) -> torch.Tensor:
     """Deformable convolution (v1; v2 when ``mask`` is given) with externally supplied offsets.
 
     ``input (N, C, H, W)``, ``offset (N, 2·G·kh·kw, H_out, W_out)``, ``weight (C_out, C/groups, kh, kw)``,
     ``mask (N, G·kh·kw, H_out, W_out)`` → ``(N, C_out, H_out, W_out)``. Groups and offset groups are
-    inferred from the shapes, as in torchvision. ``impl``: ``"auto"`` (``fused`` on CPU, ``native`` while
-    tracing or exporting, torchvision's kernel elsewhere), ``"fused"``, ``"native"``,
-    ``"reference"`` or ``"torchvision"``.
+    inferred from the shapes, as in torchvision. Backend ``auto``: ``fused`` on CPU, ``native`` while tracing or
+    exporting, torchvision's kernel elsewhere.
     """
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+    impl = backend("deform_conv2d")
     stride, padding, dilation = to_pair(stride), to_pair(padding), to_pair(dilation)
     kh, kw = weight.shape[-2:]
     out_hw = output_size(tuple(input.shape[-2:]), (kh, kw), stride, padding, dilation)
