@@ -8,7 +8,7 @@ import torchvision
 from helpers import deform
 
 from convblocks import DeformConv2d, ModulatedDeformConv2d, build_block, deform_conv2d, param_groups
-from convblocks.kernels import deform_cpu, deform_fused, use_backend
+from convblocks.kernels import deform_fused, deform_native, use_backend
 
 IMPLS = ["fused", "native", "reference", "torchvision"]
 
@@ -201,13 +201,13 @@ def test_native_keeps_no_columns_for_backward():
 
 def test_chunks_are_a_multiple_of_the_thread_count():
     threads = torch.get_num_threads()
-    per = deform_fused.CHUNK_BYTES // (3 * threads) + 1  # fits 3·threads - 1 samples: round down
-    assert deform_fused.chunk_size(1000, per) % threads == 0
-    assert deform_fused.chunk_size(1000, deform_fused.CHUNK_BYTES * 10) == threads  # huge samples: one per thread
-    assert deform_fused.chunk_size(1, 1) == 1
+    per = deform_native.CHUNK_BYTES // (3 * threads) + 1  # fits 3·threads - 1 samples: round down
+    assert deform_native.chunk_size(1000, per) % threads == 0
+    assert deform_native.chunk_size(1000, deform_native.CHUNK_BYTES * 10) == threads  # huge samples: one per thread
+    assert deform_native.chunk_size(1, 1) == 1
 
 
-@pytest.mark.parametrize("impl,module", [("native", deform_fused), ("fused", deform_cpu)])
+@pytest.mark.parametrize("impl,module", [("native", deform_native), ("fused", deform_fused)])
 def test_several_chunks_with_a_broadcast_gradient_equal_torchvision(monkeypatch, impl, module):
     """Chunks of 2 samples (5 = 2 + 2 + 1), groups and offset groups, the expanded gradient of ``.sum()``."""
     monkeypatch.setattr(module, "chunk_size", lambda n, per_sample_bytes: 2)

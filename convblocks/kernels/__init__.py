@@ -6,7 +6,7 @@ CPU kernels (``csrc/``, built on first use by ``cpu_ext``), their ``torch.librar
 layout changes, im2col, kernel mixing and the grouped and deformable kernels.
 """
 
-from .backend import BACKENDS, backend, set_backend, use_backend
+from .backends import BACKENDS, backend, set_backend, use_backend
 from .deform_ops import deform_conv2d
 from .dynamic_conv import dynamic_conv2d
 from .pyconv_ops import pyconv2d

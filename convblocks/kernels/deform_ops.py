@@ -3,13 +3,13 @@
 ``deform_conv2d`` has the signature of ``torchvision.ops.deform_conv2d`` and four implementations, chosen by
 ``backend("deform_conv2d")``:
 
-- ``"fused"``: a compiled channels-last CPU kernel (``deform_cpu``) that samples and differentiates all taps
+- ``"fused"``: a compiled channels-last CPU kernel (``deform_fused``) that samples and differentiates all taps
   in one pass each, then one GEMM per chunk; borders and gradients exactly as torchvision's. The default
   on CPU; built on first use, ``native`` where it cannot be built.
 - ``"reference"``: bilinear sampling (``F.grid_sample``) of every kernel tap into a column tensor, then one
   batched matmul with the weights, differentiated by autograd. Pure PyTorch.
 - ``"native"``: the same arithmetic in batch chunks with a hand-written backward that keeps no columns
-  (``deform_fused``): less memory, far fewer large allocations, equal results.
+  (``deform_native``): less memory, far fewer large allocations, equal results.
 - ``"torchvision"``: torchvision's compiled kernel, run in float32 under autocast.
 
 Bilinear sampling has a kink at integer positions, where every tap sits at zero offsets. ``fused`` and
@@ -28,9 +28,9 @@ import torch.nn.functional as F
 import torchvision
 
 from ..conv import IntOrPair, output_size, to_pair
-from . import cpu_ext, deform_cpu
-from .backend import backend
-from .deform_fused import DeformSampleMatmul
+from . import cpu_ext, deform_fused
+from .backends import backend
+from .deform_native import DeformSampleMatmul
 
 
 def _check_shapes(input, offset, weight, mask, out_hw) -> tuple[int, int]:
@@ -129,7 +129,7 @@ def _reference(input, offset, weight, bias, stride, padding, dilation, mask, out
 
 
 def _native(input, offset, weight, bias, stride, padding, dilation, mask, out_hw, groups):
-    """Chunked sampling + matmul with a hand-written backward (``deform_fused``)."""
+    """Chunked sampling + matmul with a hand-written backward (``deform_native``)."""
     n = input.shape[0]
     cout, cin_g, kh, kw = weight.shape
     sample_in, grid = sampling_grid(input, offset, (kh, kw), stride, padding, dilation)
@@ -143,16 +143,16 @@ def _native(input, offset, weight, bias, stride, padding, dilation, mask, out_hw
 def _fused_usable(input: torch.Tensor) -> bool:
     """The fused kernel runs on CPU tensors, where it was built. ``torch.compile`` keeps it as one custom op;
     ``jit.trace`` and ``torch.export`` make graphs meant to run elsewhere, so they record ``native``'s ops
-    (``cpu_ext.usable``); ``CONVZOO_DEFORM_KERNEL=0`` switches it off alone (``deform_cpu.available``)."""
-    return cpu_ext.usable(input) and deform_cpu.available()
+    (``cpu_ext.usable``); ``CONVZOO_DEFORM_KERNEL=0`` switches it off alone (``deform_fused.available``)."""
+    return cpu_ext.usable(input) and deform_fused.available()
 
 
 def _fused(input, offset, weight, bias, stride, padding, dilation, mask, out_hw, groups):
-    """The compiled channels-last CPU kernel (``deform_cpu``); ``native`` where it cannot run."""
+    """The compiled channels-last CPU kernel (``deform_fused``); ``native`` where it cannot run."""
     if not _fused_usable(input):
         return _native(input, offset, weight, bias, stride, padding, dilation, mask, out_hw, groups)
     geometry = (stride, padding, dilation)  # groups: C / weight.shape[1]
-    out = deform_cpu.deform_conv2d_fused(input, offset, mask, weight, geometry, _compute_dtype(input, weight))
+    out = deform_fused.deform_conv2d_fused(input, offset, mask, weight, geometry, _compute_dtype(input, weight))
     return _finish(out.reshape(input.shape[0], weight.shape[0], *out_hw), bias)
 
 

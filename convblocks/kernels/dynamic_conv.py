@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..conv import IntOrPair, output_size, to_pair
 from . import im2col
-from .backend import backend
+from .backends import backend
 from .kernel_mix import mix_kernels
 from .layout import to_memory_format
 

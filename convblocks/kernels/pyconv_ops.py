@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..conv import IntOrPair, memory_format_of, to_pair
-from .backend import backend
+from .backends import backend
 from .grouped_conv import conv2d_as_depthwise_sum, conv2d_as_transposed, kernels_usable, transposed_padding
 from .grouped_kernels import forward_kernel_applies
 from .layout import cat_to_memory_format, to_memory_format

@@ -1,4 +1,4 @@
-"""The fused CPU deformable-conv kernel (convblocks/kernels/deform_cpu.py) against torchvision's deform_conv2d."""
+"""The fused CPU deformable-conv kernel (convblocks/kernels/deform_fused.py) against torchvision's deform_conv2d."""
 
 import shutil
 
@@ -9,7 +9,7 @@ from helpers import deform, needs_kernels
 from test_deform import random_case, saved_bytes
 
 from convblocks import ModulatedDeformConv2d
-from convblocks.kernels import cpu_ext, deform_cpu, deform_ops, use_backend
+from convblocks.kernels import cpu_ext, deform_fused, deform_ops, use_backend
 
 pytestmark = pytest.mark.kernels
 
@@ -25,7 +25,7 @@ def fresh_kernel():
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler")
 @needs_kernels
 def test_kernel_builds_where_a_compiler_is():
-    assert deform_cpu.kernel() is not None  # otherwise every "fused" test below silently tests "native"
+    assert deform_fused.kernel() is not None  # otherwise every "fused" test below silently tests "native"
     assert deform_ops._auto_impl(torch.zeros(1)) == "fused"
 
 
@@ -94,7 +94,7 @@ def test_keeps_no_columns_for_backward():
 
 
 def test_without_the_kernel_fused_falls_back_to_native(monkeypatch):
-    monkeypatch.setattr(deform_cpu, "kernel", lambda: None)
+    monkeypatch.setattr(deform_fused, "kernel", lambda: None)
     assert deform_ops._auto_impl(torch.zeros(1)) == "native"
     x, offset, weight, bias, stride, pad, dil, mask = random_case(torch.float64)
     ours = deform(x, offset, weight, bias, stride, pad, dil, mask, impl="fused")
@@ -111,13 +111,13 @@ def test_a_failed_build_warns_once_and_returns_none(monkeypatch, fresh_kernel):
 
     monkeypatch.setattr(cpp, "load", broken)
     with pytest.warns(UserWarning, match=r"could not be built \(Ninja is required to load C\+\+ extensions\)"):
-        assert deform_cpu.kernel() is None
-    assert deform_cpu.kernel() is None  # cached: no second build, no second warning
+        assert deform_fused.kernel() is None
+    assert deform_fused.kernel() is None  # cached: no second build, no second warning
 
 
 def test_switched_off_by_environment(monkeypatch, fresh_kernel):
     monkeypatch.setenv("CONVZOO_DEFORM_KERNEL", "0")
-    assert deform_cpu.kernel() is None
+    assert deform_fused.kernel() is None
     assert deform_ops._auto_impl(torch.zeros(1)) == "native"
 
 
@@ -149,11 +149,11 @@ def test_custom_ops_pass_opcheck():
     for mask in (m, None):
         leaves = [t.clone().requires_grad_() for t in (xl, off, w)]
         mask = None if mask is None else mask.clone().requires_grad_()
-        torch.library.opcheck(deform_cpu.deform_fused.op, (leaves[0], leaves[1], mask, leaves[2], *geometry))
+        torch.library.opcheck(deform_fused.deform_fused.op, (leaves[0], leaves[1], mask, leaves[2], *geometry))
         go = torch.randn(2, 4, 42, generator=g, dtype=torch.float64)
         needs = [True, False, mask is not None, True]
         plain_mask = None if mask is None else m
-        torch.library.opcheck(deform_cpu.deform_fused_backward.op, (go, xl, off, plain_mask, w, *geometry, needs))
+        torch.library.opcheck(deform_fused.deform_fused_backward.op, (go, xl, off, plain_mask, w, *geometry, needs))
 
 
 @needs_kernels
