@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,export]"
 	touch $(STAMP)
 
 # The compiled CPU kernels (convblocks/kernels/csrc) build once per machine, into TORCH_EXTENSIONS_DIR (1-7 min on 2 cores).
