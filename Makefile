@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev,export]"
 	touch $(STAMP)
 
-# The compiled CPU kernels (convblocks/csrc) build once per machine, into TORCH_EXTENSIONS_DIR (1-7 min on 2 cores).
+# The compiled CPU kernels (convblocks/kernels/csrc) build once per machine, into TORCH_EXTENSIONS_DIR (1-7 min on 2 cores).
 kernels: setup
-	$(BIN)/python -c "from convblocks import cpu_ext; assert cpu_ext.extension() is not None, 'build failed'"
+	$(BIN)/python -c "from convblocks.kernels import cpu_ext; assert cpu_ext.extension() is not None, 'build failed'"
 
 # `make test` tests the compiled kernels only where they are built already; otherwise the pure-PyTorch paths
 # (its header says so). `make test-kernels` builds and tests them; `make test-all` runs everything, slow included.

@@ -19,7 +19,7 @@ def pytest_configure(config: pytest.Config) -> None:
     (for this process and the tools it starts) instead of building them; any other ``-m`` builds them on first use."""
     if "CONVZOO_CPU_KERNELS" in os.environ or config.option.markexpr != "not slow":
         return
-    from convblocks import cpu_ext
+    from convblocks.kernels import cpu_ext
 
     if not cpu_ext.built():
         os.environ["CONVZOO_CPU_KERNELS"] = "0"

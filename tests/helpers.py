@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from convblocks import cpu_ext
+from convblocks.kernels import cpu_ext, deform_conv2d, use_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared/data/coco_sample"
@@ -44,3 +44,9 @@ def first_then_slow(cases: list) -> list:
 needs_kernels = pytest.mark.skipif(
     not cpu_ext.available(), reason="CPU kernels off or not built (make test-kernels builds and tests them)"
 )
+
+
+def deform(*args, impl: str):
+    """``deform_conv2d(*args)`` with the backend ``impl``."""
+    with use_backend(deform_conv2d=impl):
+        return deform_conv2d(*args)

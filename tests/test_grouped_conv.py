@@ -1,11 +1,12 @@
-"""Equivalent formulations of a grouped conv (convblocks/grouped_conv.py) against F.conv2d, and their use in PyConv."""
+"""Equivalent formulations of a grouped conv (convblocks/kernels/grouped_conv.py) against F.conv2d, and PyConv."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers import first_then_slow, needs_kernels
 
-from convblocks import PyConv2d, cpu_ext, grouped_conv, grouped_kernels, pyconv
+from convblocks import BlockConfigError, PyConv2d, build_block
+from convblocks.kernels import cpu_ext, grouped_conv, grouped_kernels, pyconv_ops, set_backend, use_backend
 
 pytestmark = pytest.mark.kernels
 
@@ -96,22 +97,21 @@ def test_weight_from_transposed_inverts_transposed_weight():
 def test_pyconv_uses_the_fast_forms_in_training_with_direct_results(monkeypatch):
     """64 channels: with the extension, levels 2-4 (5×5, 7×7, 9×9: 4, 2, 1 outputs per group) run the compiled
     one-pass forward; without it, levels 2-3 go transposed in training and level 4 as a depthwise conv and
-    sums. Results and gradients equal ``impl="direct"``. Without gradients, no transposed form."""
+    sums. Results and gradients equal the ``direct`` backend's. Without gradients, no transposed form."""
     used, compiled = [], []
     for name in ("conv2d_as_transposed", "conv2d_as_depthwise_sum"):
-        real = getattr(pyconv, name)
-        monkeypatch.setattr(pyconv, name, lambda *a, _real=real, _name=name: used.append(_name) or _real(*a))
+        real = getattr(pyconv_ops, name)
+        monkeypatch.setattr(pyconv_ops, name, lambda *a, _real=real, _name=name: used.append(_name) or _real(*a))
     real_forward = grouped_conv.grouped_forward
     monkeypatch.setattr(grouped_conv, "grouped_forward", lambda *a: compiled.append(a[1].shape) or real_forward(*a))
-    fast = PyConv2d(64, 64, 3, layout="channels_last").double()
-    direct = PyConv2d(64, 64, 3, layout="channels_last", impl="direct").double()
-    direct.load_state_dict(fast.state_dict())
+    block = PyConv2d(64, 64, 3).double()
     x = torch.randn(2, 64, 10, 8, dtype=torch.float64)
-    leaves_fast = [x.clone().requires_grad_(), *fast.parameters()]
-    leaves_direct = [x.clone().requires_grad_(), *direct.parameters()]
+    leaves_fast = [x.clone().requires_grad_(), *block.parameters()]
+    leaves_direct = [x.clone().requires_grad_(), *block.parameters()]
     go = torch.randn(2, 64, 10, 8, dtype=torch.float64)
-    a = grads_of(lambda *_: fast(leaves_fast[0]), leaves_fast, go)
-    b = grads_of(lambda *_: direct(leaves_direct[0]), leaves_direct, go)
+    a = grads_of(lambda *_: block(leaves_fast[0]), leaves_fast, go)
+    with use_backend(pyconv2d="direct"):
+        b = grads_of(lambda *_: block(leaves_direct[0]), leaves_direct, go)
     if cpu_ext.available():
         assert used == ["conv2d_as_depthwise_sum"] * 3
         assert compiled == [(5, 5, 4, 64), (7, 7, 2, 64), (9, 9, 1, 64)]  # (kh, kw, outputs per group, channels)
@@ -121,13 +121,17 @@ def test_pyconv_uses_the_fast_forms_in_training_with_direct_results(monkeypatch)
         torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-10)
     used.clear()
     with torch.no_grad():
-        torch.testing.assert_close(fast(x), direct(x), rtol=1e-10, atol=1e-10)
+        fast = block(x)
+        with use_backend(pyconv2d="direct"):
+            torch.testing.assert_close(fast, block(x), rtol=1e-10, atol=1e-10)
     assert used == ["conv2d_as_depthwise_sum"] * (3 if cpu_ext.available() else 1)
 
 
-def test_pyconv_rejects_an_unknown_impl():
-    with pytest.raises(ValueError, match="impl must be one of auto, direct"):
-        PyConv2d(16, 16, impl="fast")
+def test_pyconv_rejects_an_implementation_argument_and_an_unknown_backend():
+    with pytest.raises(BlockConfigError, match="block 'pyconv' takes no 'impl': .*set_backend"):
+        build_block("pyconv", in_channels=16, out_channels=16, impl="direct")
+    with pytest.raises(ValueError, match="pyconv2d backend must be one of auto, direct, reference"):
+        set_backend("pyconv2d", "fast")
 
 
 WGRAD_CASES = [

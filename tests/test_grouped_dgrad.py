@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from helpers import needs_kernels
 
-from convblocks import grouped_conv, grouped_kernels
+from convblocks.kernels import grouped_conv, grouped_kernels
 
 pytestmark = [pytest.mark.kernels, needs_kernels]
 

@@ -1,11 +1,11 @@
-"""Compiled im2col / col2im (convblocks/im2col.py) against F.unfold and F.fold: equal values and gradients."""
+"""Compiled im2col / col2im (convblocks/kernels/im2col.py) against F.unfold and F.fold: equal values and gradients."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers import first_then_slow, needs_kernels
 
-from convblocks import cpu_ext, im2col
+from convblocks.kernels import cpu_ext, im2col
 
 pytestmark = pytest.mark.kernels
 

@@ -1,10 +1,11 @@
-"""Dynamic conv's kernel mixing π @ bank through the compiled kernel (convblocks/kernel_mix.py) against matmul."""
+"""Dynamic conv's kernel mixing π @ bank through the compiled kernel (kernels/kernel_mix.py) against matmul."""
 
 import pytest
 import torch
 from helpers import first_then_slow, needs_kernels
 
-from convblocks import DynamicConv2d, cpu_ext, dynamic, kernel_mix
+from convblocks import DynamicConv2d
+from convblocks.kernels import cpu_ext, dynamic_conv, kernel_mix
 
 pytestmark = pytest.mark.kernels
 
@@ -61,7 +62,7 @@ def test_dynamic_conv_trains_through_the_kernel_with_matmul_results(monkeypatch)
 
     ours = run()
     assert calls == [1]
-    monkeypatch.setattr(dynamic, "mix_kernels", lambda pi, bank: pi @ bank)
+    monkeypatch.setattr(dynamic_conv, "mix_kernels", lambda pi, bank: pi @ bank)
     for a, b in zip(ours, run(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 

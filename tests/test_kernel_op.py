@@ -1,4 +1,4 @@
-"""KernelOp (convblocks/kernel_op.py): the eager autograd.Function and the custom op give equal results and
+"""KernelOp (convblocks/kernels/kernel_op.py): the eager autograd.Function and the custom op give equal results and
 gradients, and dispatch modes (FlopCounterMode, FakeTensor) and torch.compile see the op."""
 
 import pytest
@@ -6,7 +6,8 @@ import torch
 from helpers import needs_kernels
 from torch.utils.flop_counter import FlopCounterMode
 
-from convblocks import DynamicConv2d, im2col, kernel_mix, layout
+from convblocks import DynamicConv2d
+from convblocks.kernels import im2col, kernel_mix, layout, use_backend
 
 pytestmark = pytest.mark.kernels
 
@@ -53,10 +54,11 @@ def test_flop_counter_sees_the_op():
 def test_compiled_unfold_formulation_matches_eager():
     """torch.compile (AOTAutograd: fake implementations and autograd registrations) through im2col and the mix."""
     torch.manual_seed(0)
-    block = DynamicConv2d(128, 8, 3, padding=1, temperature=1.0, impl="unfold").double()
+    block = DynamicConv2d(128, 8, 3, padding=1, temperature=1.0).double()
     x = torch.randn(2, 128, 5, 4, dtype=torch.float64, requires_grad=True)
     compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
-    out, ref = compiled(x), block(x)
+    with use_backend(dynamic_conv2d="unfold"):
+        out, ref = compiled(x), block(x)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     params = [x, block.weight, block.fc2.weight]
     for a, b in zip(_grads(out, params), _grads(ref, params), strict=True):

@@ -1,10 +1,10 @@
-"""Layout changes through the compiled transpose (convblocks/layout.py) against Tensor.contiguous."""
+"""Layout changes through the compiled transpose (convblocks/kernels/layout.py) against Tensor.contiguous."""
 
 import pytest
 import torch
 from helpers import needs_kernels
 
-from convblocks import cpu_ext, layout
+from convblocks.kernels import cpu_ext, layout
 
 pytestmark = pytest.mark.kernels
 CL, NCHW = torch.channels_last, torch.contiguous_format
