@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from data.coco_io import describe_skipped
 from data.config import DataConfig, resolve_paths
 from data.evaluator import BoxEvaluator, KeypointEvaluator
 from data.heatmap import HeatmapCodec
@@ -165,7 +166,17 @@ class CocoDataModule(L.LightningDataModule):
         ids = self.task_data.image_ids(ds)
         return [ids[i] for i in subset.indices] if isinstance(subset, Subset) else ids
 
+    def skipped_images(self) -> list[str]:
+        """One line per data set that left images out, e.g. "val: skipped 2 unreadable images: a.jpg (an empty
+        file), ..." (``data.missing_images: skip``); the tools print them when a run or evaluation ends."""
+        sets = {"train": self.train_set, "val": self.val_set}
+        found = {k: base_dataset(v).skipped_images for k, v in sets.items() if v is not None}
+        return [f"{k}: {describe_skipped(v)}" for k, v in found.items() if v]
+
     def evaluator(self, oks_nms: float | None = 0.9, visible_thr: float = 0.2) -> KeypointEvaluator | BoxEvaluator:
         """The evaluator for the validation set (call after ``setup``)."""
         ids = self.val_image_ids() if self.cfg.val_limit else None  # else every image, even those without boxes
-        return self.task_data.evaluator(base_dataset(self.val_set), self.codec, ids, oks_nms, visible_thr)
+        ds = base_dataset(self.val_set)
+        if ids is None and ds.skipped_ids:  # every image that was read: skipped ones are not scored as misses
+            ids = sorted(set(ds.coco.getImgIds()) - ds.skipped_ids)
+        return self.task_data.evaluator(ds, self.codec, ids, oks_nms, visible_thr)

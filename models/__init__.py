@@ -12,6 +12,7 @@ _EXPORTS = {
     "BlockRule": "models.rules",
     "HEADS": "models.registry",
     "HeatmapHead": "models.pose_heads",
+    "Inferencer": "models.inference",
     "MODELS": "models.registry",
     "RegressionHead": "models.pose_heads",
     "Replacement": "models.surgery",

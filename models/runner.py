@@ -59,6 +59,7 @@ class RunResult:
     is_global_zero: bool = True
     scored: str = ""  # which val set evaluate() scored, e.g. "val2017: 5000 images, 6352 instances"
     history: list[dict[str, float]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "val: skipped 2 unreadable images: ..." (missing_images: skip)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,6 +80,9 @@ def describe_val_set(dm: CocoDataModule, recipe: Recipe) -> str:
     line = f"{Path(dm.paths['val_ann']).name}: {images} images, {len(dm.val_set)} {kind}"
     if recipe.data.val_limit is not None and images < total:
         line += f" (a subset: data.val_limit={recipe.data.val_limit} of {total} images)"
+    skipped = len(base_dataset(dm.val_set).skipped_ids)
+    if skipped:
+        line += f" ({skipped} unreadable image{'s' if skipped > 1 else ''} skipped, not scored)"
     return line
 
 
@@ -267,6 +271,7 @@ def train(
         train_images_per_s=throughput.images_per_s,
         is_global_zero=trainer.is_global_zero,
         history=[dict(h) for h in module.history],
+        skipped=dm.skipped_images(),
     )
     if trainer.is_global_zero:
         (recipe.run_dir / "summary.json").write_text(json.dumps(result.to_dict(), indent=1))
@@ -306,4 +311,5 @@ def evaluate(
         results_file=str(results_file) if results_file else None,
         n_results=len(module.evaluator.last_results) if module.evaluator is not None else None,
         is_global_zero=trainer.is_global_zero,
+        skipped=dm.skipped_images(),
     )

@@ -5,9 +5,12 @@ import shutil
 import pytest
 import torch
 import torchvision
+from helpers import needs_kernels
 from test_deform import random_case, saved_bytes
 
 from convblocks import ModulatedDeformConv2d, cpu_ext, deform_conv2d, deform_cpu, deform_ops
+
+pytestmark = pytest.mark.kernels
 
 
 @pytest.fixture
@@ -19,6 +22,7 @@ def fresh_kernel():
 
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler")
+@needs_kernels
 def test_kernel_builds_where_a_compiler_is():
     assert deform_cpu.kernel() is not None  # otherwise every "fused" test below silently tests "native"
     assert deform_ops._auto_impl(torch.zeros(1)) == "fused"
@@ -28,6 +32,7 @@ def grads(fn, leaves, go):
     return torch.autograd.grad(fn(*leaves), leaves, go)
 
 
+@needs_kernels
 @pytest.mark.parametrize("offset_groups,groups", [(1, 1), (4, 1), (2, 4)])
 def test_float64_equals_torchvision_across_groups(offset_groups, groups):
     x, offset, weight, bias, stride, pad, dil, mask = random_case(
@@ -41,6 +46,7 @@ def test_float64_equals_torchvision_across_groups(offset_groups, groups):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+@needs_kernels
 def test_integer_positions_on_the_border_follow_torchvision():
     """Integer offsets put taps on the bilinear kinks, some exactly at -1 (no value, but a one-sided offset
     gradient from the pixel at 0). ``fused`` takes torchvision's side everywhere; grid_sample's rounding
@@ -60,6 +66,7 @@ def test_integer_positions_on_the_border_follow_torchvision():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+@needs_kernels
 @pytest.mark.parametrize("wanted", [("x",), ("offset", "weight", "mask")])
 def test_only_requested_gradients_and_dtypes_come_back(wanted):
     """Only some inputs need gradients (a frozen layer; the network's first layer, whose input has none)."""
@@ -77,6 +84,7 @@ def test_only_requested_gradients_and_dtypes_come_back(wanted):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
+@needs_kernels
 def test_keeps_no_columns_for_backward():
     x, offset, weight, bias, stride, pad, dil, mask = random_case(c=32, cout=32, hw=(24, 20), groups=1)
     for t in (x, offset, weight, mask):
@@ -96,6 +104,7 @@ def test_without_the_kernel_fused_falls_back_to_native(monkeypatch):
 
 
 def test_a_failed_build_warns_once_and_returns_none(monkeypatch, fresh_kernel):
+    monkeypatch.delenv("CONVZOO_CPU_KERNELS", raising=False)  # the default run may switch the kernels off
     import torch.utils.cpp_extension as cpp
 
     def broken(**kwargs):
@@ -129,6 +138,7 @@ def test_explicit_fused_block_traces_through_native():
         torch.testing.assert_close(traced(other), block(other), rtol=1e-5, atol=1e-5)
 
 
+@needs_kernels
 def test_custom_ops_pass_opcheck():
     """Schema, fake (meta) implementation and autograd registration of both ops, as torch.compile needs them."""
     g = torch.Generator().manual_seed(0)
@@ -147,6 +157,7 @@ def test_custom_ops_pass_opcheck():
         torch.library.opcheck(deform_cpu.deform_fused_backward.op, (go, xl, off, plain_mask, w, *geometry, needs))
 
 
+@needs_kernels
 def test_torch_compile_runs_the_fused_op_with_eager_results():
     torch.manual_seed(0)
     block = ModulatedDeformConv2d(8, 8, 3)
@@ -167,6 +178,7 @@ def test_torch_compile_runs_the_fused_op_with_eager_results():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@needs_kernels
 def test_flop_counter_counts_the_fused_gemm_like_the_reference_matmul():
     from torch.utils.flop_counter import FlopCounterMode
 

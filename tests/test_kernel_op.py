@@ -3,18 +3,19 @@ gradients, and dispatch modes (FlopCounterMode, FakeTensor) and torch.compile se
 
 import pytest
 import torch
+from helpers import needs_kernels
 from torch.utils.flop_counter import FlopCounterMode
 
-from convblocks import DynamicConv2d, cpu_ext, im2col, kernel_mix, layout
+from convblocks import DynamicConv2d, im2col, kernel_mix, layout
 
-needs_kernel = pytest.mark.skipif(not cpu_ext.available(), reason="the CPU extension could not be built here")
+pytestmark = pytest.mark.kernels
 
 
 def _grads(out, inputs):
     return torch.autograd.grad(out, inputs, torch.ones_like(out))
 
 
-@needs_kernel
+@needs_kernels
 def test_eager_path_and_custom_op_agree_with_gradients():
     x = torch.randn(2, 4, 6, 5, dtype=torch.float64, requires_grad=True)
     args = ([3, 3], [1, 2], [1, 0], [1, 1], 0)
@@ -23,7 +24,7 @@ def test_eager_path_and_custom_op_agree_with_gradients():
     assert torch.equal(eager, op) and torch.equal(_grads(eager, x)[0], _grads(op, x)[0])
 
 
-@needs_kernel
+@needs_kernels
 def test_list_input_and_output_ops_pass_every_part_its_gradient():
     parts = [torch.randn(2, 6, c, dtype=torch.float64, requires_grad=True) for c in (3, 1, 4)]
     eager, op = layout.cat_channels_first(parts), layout.cat_channels_first.op(parts)
@@ -39,7 +40,7 @@ def test_list_input_and_output_ops_pass_every_part_its_gradient():
     assert torch.equal(torch.autograd.grad(loss, y)[0], expect)
 
 
-@needs_kernel
+@needs_kernels
 def test_flop_counter_sees_the_op():
     """FlopCounterMode is a dispatch mode: the call goes through the op and its FLOP formula."""
     pi, bank = torch.softmax(torch.randn(3, 4), 1), torch.randn(4, 50)
@@ -48,7 +49,7 @@ def test_flop_counter_sees_the_op():
     assert counter.get_total_flops() == 2 * 3 * 4 * 50
 
 
-@needs_kernel
+@needs_kernels
 def test_compiled_unfold_formulation_matches_eager():
     """torch.compile (AOTAutograd: fake implementations and autograd registrations) through im2col and the mix."""
     torch.manual_seed(0)
@@ -62,7 +63,7 @@ def test_compiled_unfold_formulation_matches_eager():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-@needs_kernel
+@needs_kernels
 def test_an_op_without_gradient_formula_does_not_detach_silently():
     """Called with inputs that need gradients, it goes through the custom op, whose backward raises."""
     grad, pi, bank = torch.randn(2, 6), torch.softmax(torch.randn(2, 3), 1), torch.randn(3, 6, requires_grad=True)

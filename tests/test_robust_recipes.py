@@ -76,19 +76,20 @@ def run_tool(
 
     With ``trap``, ``models.runner`` (and ``models.compare``) are replaced: a tool that gets past validation fails.
     """
-    if trap:
-        fake = types.ModuleType("models.runner")
+    with monkeypatch.context() as patch:  # undone on return: a later call with trap=False gets the real modules
+        if trap:
+            fake = types.ModuleType("models.runner")
 
-        def _never(*args, **kwargs):
-            raise AssertionError("the recipe passed validation and the tool went on to build the run")
+            def _never(*args, **kwargs):
+                raise AssertionError("the recipe passed validation and the tool went on to build the run")
 
-        fake.train = fake.evaluate = _never
-        monkeypatch.setitem(sys.modules, "models.runner", fake)
-        monkeypatch.setitem(sys.modules, "models.compare", fake)
-    monkeypatch.syspath_prepend(str(ROOT / "tools"))
-    monkeypatch.setattr(sys, "argv", [tool, *argv])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(ROOT / "tools" / tool), run_name="__main__")
+            fake.train = fake.evaluate = _never
+            patch.setitem(sys.modules, "models.runner", fake)
+            patch.setitem(sys.modules, "models.compare", fake)
+        patch.syspath_prepend(str(ROOT / "tools"))
+        patch.setattr(sys, "argv", [tool, *argv])
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(str(ROOT / "tools" / tool), run_name="__main__")
     out, err = capsys.readouterr()
     return exit_info.value.code, out, err
 
