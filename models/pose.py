@@ -31,7 +31,7 @@ class TopDownPose(nn.Module):
     """Person crops ``(N, 3, H, W)`` → the head's output on the last backbone feature map.
 
     Heatmap head: ``(N, K, H/4, W/4)`` for a stride-32 backbone and 3 deconvs. SimCC head:
-    ``(x (N, K, W·r), y (N, K, H·r))``. Losses live in ``models.keypoints``.
+    ``(x (N, K, W·r), y (N, K, H·r))``. The head owns its loss and decoding (``models.head_contract``).
     """
 
     def __init__(self, backbone: TimmBackbone, neck: nn.Module, head: nn.Module, input_size: Sequence[int]) -> None:

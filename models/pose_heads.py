@@ -148,6 +148,8 @@ class HeatmapHead(nn.Module):
         return self.final(self.convs(y))
 
     targets = ("heatmap",)
+    output_names = ("heatmaps",)  # exported graph's outputs (models.export)
+    any_input_size = True  # fully convolutional: an exported graph may take any crop size
 
     def loss(self, out: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         """SimpleBaseline MSE to the data's Gaussian heatmaps ``(N, K, h, w)``, weighted by ``target_weight``."""
@@ -208,6 +210,7 @@ class SimCCHead(nn.Module):
         return self.fc_x(maps), self.fc_y(maps)
 
     targets = ()  # the loss reads ``keypoints`` and ``target_weight``, which every sample carries
+    output_names = ("simcc_x", "simcc_y")
 
     def loss(self, out: tuple[torch.Tensor, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
         """KL divergence to Gaussian-smoothed 1-D labels at the keypoints, weighted by ``target_weight``."""
@@ -270,6 +273,7 @@ class RegressionHead(nn.Module):
         return self.fc(pooled).view(x.shape[0], self.num_keypoints, 3)
 
     targets = ()  # the loss reads ``keypoints`` and ``target_weight``, which every sample carries
+    output_names = ("keypoints",)
 
     def loss(self, out: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         """L1 on normalised coordinates of labelled keypoints + BCE of the visibility logit."""
