@@ -22,6 +22,7 @@ HAS_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxru
 needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="onnx/onnxruntime not installed: pip install -e '.[export]'")
 BLOCKS = sorted(list_blocks())
 RECIPES = sorted(p.name for p in ROOT.glob("configs/*.yaml"))
+FAST_RECIPES = ("pose_baseline.yaml", "det_baseline.yaml")  # one pose, one detection recipe in the default run
 COCO_RECIPES = sorted(p.name for p in ROOT.glob("configs/coco/*.yaml"))
 TOL = 1e-4
 
@@ -114,7 +115,7 @@ def export_recipe(path: Path, tmp_path: Path) -> None:
 
 @needs_onnx
 @pytest.mark.filterwarnings("ignore")
-@pytest.mark.parametrize("name", RECIPES)
+@pytest.mark.parametrize("name", [n if n in FAST_RECIPES else pytest.param(n, marks=pytest.mark.slow) for n in RECIPES])
 def test_every_shipped_recipe_exports_end_to_end(name: str, tmp_path: Path) -> None:
     export_recipe(ROOT / "configs" / name, tmp_path)
 
