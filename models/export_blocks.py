@@ -1,11 +1,11 @@
-"""The blocks made exportable: settings each block takes while it is traced, and the ONNX symbolic for DCN.
+"""The blocks made exportable: the op backends taken while a model is traced, and the ONNX symbolic for DCN.
 
-Under ``exportable(model)``:
+Under ``exportable(model)`` (``convblocks.kernels.use_backend``):
 - ``deform`` / ``dcnv2`` call torchvision's ``deform_conv2d`` op, which ``DEFORM_SYMBOLIC`` writes as ONNX
   ``DeformConv`` (opset 19; onnxruntime runs it on CPU, equal to torchvision's kernel). ``decompose=True`` records
   the ``reference`` formulation instead (``grid_sample`` + ``matmul``, standard ops any runtime has).
-- ``pyconv`` runs each level as a plain grouped ``nn.Conv2d`` on the input's layout (its CPU formulations reshape
-  the weights at run time, and the exporter needs kernels of known shape).
+- ``pyconv`` runs each level as a plain grouped conv on the input's layout (``reference``; its CPU formulations
+  reshape the weights at run time, and the exporter needs kernels of known shape).
 - ``dynamic`` runs its ``mixture`` formulation (all K kernels in one conv, outputs mixed by π): no batch size in
   the graph, unlike the batch-as-groups form.
 - ``coordconv`` computes its coordinates from the traced input's shape on every call (no cache).
@@ -20,9 +20,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
-from convblocks.deform import DeformConv2d
-from convblocks.dynamic import DynamicConv2d
-from convblocks.pyconv import PyConv2d
+from convblocks.kernels import use_backend
 
 OPSET = 19  # ONNX DeformConv appears in opset 19
 
@@ -56,28 +54,15 @@ def register_symbolics() -> None:
     torch.onnx.register_custom_op_symbolic("torchvision::deform_conv2d", deform_conv2d_symbolic, OPSET)
 
 
-def export_settings(module: nn.Module, decompose: bool = False) -> dict[str, object]:
-    """The attributes ``module`` takes while exported (empty for modules that need none)."""
-    if isinstance(module, DeformConv2d):
-        return {"impl": "reference" if decompose else "torchvision"}
-    if isinstance(module, PyConv2d):
-        return {"layout": "input", "impl": "direct"}
-    if isinstance(module, DynamicConv2d):
-        return {"impl": "mixture"}
-    return {}
+def export_backends(decompose: bool = False) -> dict[str, str]:
+    """The backend of each block op while a model is exported (see the module docstring)."""
+    deform = "reference" if decompose else "torchvision"
+    return {"deform_conv2d": deform, "pyconv2d": "reference", "dynamic_conv2d": "mixture"}
 
 
 @contextmanager
 def exportable(model: nn.Module, decompose: bool = False) -> Iterator[nn.Module]:
-    """``model`` with every block set up for tracing and export (see the module docstring); restored on exit."""
+    """``model`` with every block op set up for tracing and export; the backends are restored on exit."""
     register_symbolics()
-    saved: list[tuple[nn.Module, str, object]] = []
-    try:
-        for module in model.modules():
-            for name, value in export_settings(module, decompose).items():
-                saved.append((module, name, getattr(module, name)))
-                setattr(module, name, value)
+    with use_backend(**export_backends(decompose)):
         yield model
-    finally:
-        for module, name, value in reversed(saved):
-            setattr(module, name, value)

@@ -12,6 +12,7 @@ import torch
 from helpers import ROOT, tool
 
 from convblocks import build_block, list_blocks
+from convblocks.kernels import backend
 from models.export import dynamic_size, example_input, export_model, max_difference, run_exported
 from models.export_blocks import exportable
 from models.recipe import load_recipe
@@ -77,13 +78,15 @@ def test_every_block_exports_to_torchscript(name: str, tmp_path: Path) -> None:
     assert max_difference(net, path, BATCHES[:2]) <= TOL
 
 
-def test_export_settings_are_restored() -> None:
-    names = ("dcnv2", "pyconv", "dynamic")
-    net = torch.nn.Sequential(*(build_block(n, in_channels=64, out_channels=64) for n in names))
-    before = [(m.impl, getattr(m, "layout", None)) for m in net]
+def test_export_backends_are_restored() -> None:
+    net = torch.nn.Sequential(
+        *(build_block(n, in_channels=64, out_channels=64) for n in ("dcnv2", "pyconv", "dynamic"))
+    )
+    ops = ("deform_conv2d", "pyconv2d", "dynamic_conv2d")
+    before = [backend(op) for op in ops]
     with exportable(net):
-        assert [m.impl for m in net] == ["torchvision", "direct", "mixture"] and net[1].layout == "input"
-    assert [(m.impl, getattr(m, "layout", None)) for m in net] == before
+        assert [backend(op) for op in ops] == ["torchvision", "reference", "mixture"]
+    assert [backend(op) for op in ops] == before
 
 
 def export_recipe(path: Path, tmp_path: Path) -> None:
