@@ -101,7 +101,9 @@ class CoordConv2d(nn.Module):
 
     def coords(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """Cached coordinate channels ``(1, n_coord, H, W)`` for one resolution, device and dtype."""
-        if torch.compiler.is_compiling():  # the compiler constant-folds them; no Python-side cache
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            # compiled: constant-folded; traced for export: computed from the traced input's shape, never a
+            # cached tensor (which the trace would keep as a constant of the export resolution)
             return coordinate_channels(height, width, self.with_r, device, dtype)
         key = (height, width, device, dtype)
         cached = self._coords.get(key)

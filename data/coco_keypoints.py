@@ -1,8 +1,9 @@
 """Top-down COCO keypoint dataset: one sample per person box (GT boxes or a detection-results file).
 
-Sample: {"image": (3, H, W) float32 ImageNet-normalised crop, "heatmap": (K, h, w), "target_weight": (K,),
-"keypoints": (K, 3) [x, y, v] in crop pixels, "meta": {index, image_id, ann_id, center (2,), scale (2,), rotation,
-flip, score, inv_affine (2, 3) crop -> image}}. Default collate batches it.
+Sample: {"image": (3, H, W) float32 ImageNet-normalised crop, "target_weight": (K,), "keypoints": (K, 3)
+[x, y, v] in crop pixels, the targets the head asks for (``targets``; default "heatmap": (K, h, w)), "meta":
+{index, image_id, ann_id, center (2,), scale (2,), rotation, flip, score, inv_affine (2, 3) crop -> image}}.
+Default collate batches it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from data.coco_io import (
 from data.errors import DataError
 from data.heatmap import HeatmapCodec
 from data.keypoint_meta import KeypointMeta
+from data.targets import check_targets, encode_targets
 from data.transforms import apply_affine, box_to_center_scale, crop_affine, invert_affine, warp_image
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
         missing_images: Literal["error", "skip"] = "error",
         padding: float = 1.25,
         cache_images: bool = False,
+        targets: tuple[str, ...] = ("heatmap",),
     ) -> None:
         if missing_images not in ("error", "skip"):
             raise DataError(f"missing_images must be 'error' or 'skip', got {missing_images!r}")
@@ -109,6 +112,7 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
             augment = TopDownAugmentConfig.from_dict(augment)
         self.augment = TopDownAugment(augment, self.meta, self.aspect_ratio) if augment else None
         self.flip_index = self.meta.flip_index()
+        self.targets = check_targets(targets)
         self.skipped: Counter[str] = Counter()
         self._missing: dict[int, str] = {}  # image id -> why it is skipped ("missing", "an empty file", ...)
         self._size_checked: set[int] = set()
@@ -226,7 +230,8 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
             kpts = kpts[self.flip_index]
         if rng is not None:
             patch = self.augment.color(patch, rng)
-        heatmap, weight = self.codec.encode(kpts[:, :2], kpts[:, 2])
+        weight = self.codec.target_weight(kpts[:, :2], kpts[:, 2])
+        targets = encode_targets(self.targets, self.codec, kpts[:, :2], kpts[:, 2])
         meta = {
             "index": index,
             "image_id": inst.image_id,
@@ -240,7 +245,7 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
         }
         return {
             "image": normalize_image(patch),
-            "heatmap": torch.from_numpy(heatmap),
+            **{name: torch.from_numpy(value) for name, value in targets.items()},
             "target_weight": torch.from_numpy(weight),
             "keypoints": torch.from_numpy(kpts.astype(np.float32)),
             "meta": meta,

@@ -88,11 +88,18 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def changed_keys(old: Recipe, new: Recipe) -> list[str]:
-    """Dotted keys whose values differ between two recipes (``name`` aside)."""
+def changed_keys(old: Recipe, new: Recipe, old_model_partial: bool = False) -> list[str]:
+    """Dotted keys whose values differ between two recipes (``name`` aside).
+
+    With ``old_model_partial``, ``model.*`` keys that ``old`` lacks count as unchanged (their defaults): a
+    checkpoint written by other code may store only the model keys its recipe file named.
+    """
     a = flatten(old.model_dump(mode="json", exclude={"name"}))
     b = flatten(new.model_dump(mode="json", exclude={"name"}))
-    return sorted(k for k in a.keys() | b.keys() if a.get(k, "<unset>") != b.get(k, "<unset>"))
+    keys = a.keys() | b.keys()
+    if old_model_partial:
+        keys = {k for k in keys if k in a or not k.startswith("model.")}
+    return sorted(k for k in keys if a.get(k, "<unset>") != b.get(k, "<unset>"))
 
 
 def check_resume(checkpoint: str | Path, recipe: Recipe) -> None:
@@ -100,7 +107,7 @@ def check_resume(checkpoint: str | Path, recipe: Recipe) -> None:
     ckpt = read_checkpoint(checkpoint)
     if "convzoo_recipe" not in ckpt:
         return  # written by another tool: Lightning's own loading decides
-    unsafe = [k for k in changed_keys(stored_recipe(checkpoint, ckpt), recipe) if k not in RESUME_SAFE]
+    unsafe = [k for k in changed_keys(stored_recipe(checkpoint, ckpt), recipe, True) if k not in RESUME_SAFE]
     if unsafe:
         shown = ", ".join(unsafe[:5]) + (f" and {len(unsafe) - 5} more" if len(unsafe) > 5 else "")
         raise RecipeError(

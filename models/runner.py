@@ -32,13 +32,12 @@ from .callbacks import (
     ValidateLastEpoch,
 )
 from .checkpoint import check_resume, read_checkpoint
-from .detection_module import DetectionModule
 from .lit_base import EvaluatedModule
-from .pose_module import PoseModule
 from .quiet import silence_noise
 from .recipe import Recipe, RecipeError, build_recipe
 from .registry import build_model
 from .run_logs import csv_log_version
+from .tasks import get_task
 from .train_config import TrainConfig
 
 silence_noise()
@@ -67,8 +66,9 @@ class RunResult:
 
 
 def build_datamodule(recipe: Recipe, train: bool = True) -> CocoDataModule:
-    """The data for ``recipe`` (pose crops use ``model.input_size``)."""
-    size = tuple(recipe.model.get("input_size", (256, 192))) if recipe.task == "pose" else (256, 192)
+    """The data for ``recipe`` (crops of a task with crops use ``model.input_size``)."""
+    crops = get_task(recipe.task).crops
+    size = tuple(recipe.model.get("input_size", (256, 192))) if crops else (256, 192)
     return CocoDataModule(recipe.data, recipe.task, size, recipe.train.seed, train=train)
 
 
@@ -76,7 +76,7 @@ def describe_val_set(dm: CocoDataModule, recipe: Recipe) -> str:
     """Which images and how many instances a validation scores, saying so when ``data.val_limit`` cut it."""
     images = len(set(dm.val_image_ids()))
     total = len(base_dataset(dm.val_set).coco.getImgIds())
-    kind = "images" if recipe.task == "detection" else "detections" if recipe.data.det_file else "instances"
+    kind = "detections" if recipe.data.det_file and dm.task_data.unit == "instances" else dm.task_data.unit
     line = f"{Path(dm.paths['val_ann']).name}: {images} images, {len(dm.val_set)} {kind}"
     if recipe.data.val_limit is not None and images < total:
         line += f" (a subset: data.val_limit={recipe.data.val_limit} of {total} images)"
@@ -86,41 +86,24 @@ def describe_val_set(dm: CocoDataModule, recipe: Recipe) -> str:
     return line
 
 
-def build_module(recipe: Recipe, datamodule: CocoDataModule | None = None) -> EvaluatedModule:
-    """Model from ``recipe.model`` wrapped in its LightningModule; with a set-up ``datamodule``, its evaluator."""
-    model = build_model(recipe.model)
+def build_module(
+    recipe: Recipe, datamodule: CocoDataModule | None = None, model: torch.nn.Module | None = None
+) -> EvaluatedModule:
+    """Model from ``recipe.model`` (unless given) wrapped in its task's LightningModule (``models.tasks``); with a
+    set-up ``datamodule``, its evaluator, and the datamodule encodes the targets the model asks for."""
+    if model is None:
+        model = build_model(recipe.model)
     if recipe.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    evaluator = None
-    if datamodule is not None and datamodule.val_set is not None:
-        evaluator = datamodule.evaluator(recipe.eval.oks_nms, recipe.eval.visible_thr)
-    if recipe.task == "pose":
-        codec = datamodule.codec if datamodule is not None else None
-        flip = base_dataset(datamodule.val_set).flip_index if datamodule is not None else None
-        module: EvaluatedModule = PoseModule(model, recipe.train, recipe.eval, codec, flip, evaluator)
-        if codec is not None:
-            check_heatmap_size(module, codec.heatmap_size, recipe)
-    else:
-        module = DetectionModule(model, recipe.train, recipe.eval, evaluator)
-    module.recipe = recipe.model_dump(mode="json")
+    module = get_task(recipe.task).build_module(recipe, model, datamodule)
+    module.recipe = resolved_recipe(recipe, model).model_dump(mode="json")
     return module
 
 
-def check_heatmap_size(module: PoseModule, expected: tuple[int, int], recipe: Recipe) -> None:
-    """The model's heatmaps must be the codec's size (``input_size / data.heatmap.stride``)."""
-    if module.kind != "heatmap":
-        return
-    h, w = recipe.model.get("input_size", (256, 192))
-    module.model.eval()
-    with torch.no_grad():
-        out = module.model(torch.zeros(1, 3, h, w))
-    module.model.train()
-    if tuple(out.shape[-2:]) != tuple(expected):
-        stride = h // out.shape[-2]
-        raise RecipeError(
-            f"data.heatmap.stride: the model outputs {tuple(out.shape[-2:])} heatmaps for input {(h, w)}, "
-            f"but stride {recipe.data.heatmap.stride} expects {tuple(expected)}; set data.heatmap.stride={stride}"
-        )
+def resolved_recipe(recipe: Recipe, model: torch.nn.Module) -> Recipe:
+    """``recipe`` with the model section as ``build_model`` resolved it (every default filled in)."""
+    config = getattr(model, "config", None)
+    return recipe.model_copy(update={"model": config}) if isinstance(config, dict) else recipe
 
 
 def load_weights(module: EvaluatedModule, checkpoint: str | Path) -> None:
@@ -148,7 +131,6 @@ def _resume_path(recipe: Recipe) -> str | None:
     path = last if recipe.train.resume is True else Path(recipe.train.resume)
     if not path.is_file():
         raise RecipeError(f"train.resume: {str(path)!r} not found; train without --resume first")
-    check_resume(path, recipe)
     return str(path)
 
 
@@ -252,6 +234,9 @@ def train(
     dm = build_datamodule(recipe)
     dm.setup("fit")
     module = build_module(recipe, dm)
+    recipe = resolved_recipe(recipe, module.model)  # every model default filled in: config.yaml and resume see it
+    if resume is not None:
+        check_resume(resume, recipe)
     module.results_file = None if results_file is None else str(results_file)
     ckpt_dir = recipe.run_dir / "checkpoints"
     last = LastCheckpoint(ckpt_dir, recipe.train.checkpoint_every_n_steps)

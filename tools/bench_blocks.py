@@ -59,7 +59,28 @@ from bench_peers import PEERS  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import convblocks  # noqa: E402
+from convblocks.kernels import BACKENDS, use_backend  # noqa: E402
 from models.allocator import keep_freed_memory  # noqa: E402
+
+
+class WithBackend(nn.Module):
+    """``block`` run with the named backends of its ops (``convblocks.kernels.use_backend``): a variant to time."""
+
+    def __init__(self, block: nn.Module, backends: dict[str, str]) -> None:
+        super().__init__()
+        self.block, self.backends = block, backends
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with use_backend(**self.backends):
+            return self.block(x)
+
+
+def with_backend(name: str, **backends_and_options: str | int) -> Callable[[int], nn.Module]:
+    """Factory of block ``name`` (options: its arguments) run with the backends named (keys of ``BACKENDS``)."""
+    backends = {k: v for k, v in backends_and_options.items() if k in BACKENDS}
+    options = {k: v for k, v in backends_and_options.items() if k not in BACKENDS}
+    return lambda c: WithBackend(convblocks.build_block(name, in_channels=c, out_channels=c, **options), backends)
+
 
 # label → (factory(channels) -> module, peer label)
 CANDIDATES: dict[str, tuple[Callable[[int], nn.Module], str | None]] = {
@@ -71,7 +92,7 @@ CANDIDATES: dict[str, tuple[Callable[[int], nn.Module], str | None]] = {
     "deform": (lambda c: convblocks.build_block("deform", in_channels=c, out_channels=c), "tv_dcnv2"),
     "dcnv2": (lambda c: convblocks.build_block("dcnv2", in_channels=c, out_channels=c), "tv_dcnv2"),
     "dcnv2[native]": (  # pure PyTorch (sampling + matmul): on CUDA, the alternative to torchvision's kernel
-        lambda c: convblocks.build_block("dcnv2", in_channels=c, out_channels=c, impl="native"),
+        with_backend("dcnv2", deform_conv2d="native"),
         "tv_dcnv2",
     ),
     "dynamic": (
@@ -79,15 +100,15 @@ CANDIDATES: dict[str, tuple[Callable[[int], nn.Module], str | None]] = {
         "ref_dynamic_batchgroups",
     ),
     "dynamic[grouped]": (
-        lambda c: convblocks.build_block("dynamic", in_channels=c, out_channels=c, impl="grouped"),
+        with_backend("dynamic", dynamic_conv2d="grouped"),
         "ref_dynamic_batchgroups",
     ),
     "dynamic[unfold]": (
-        lambda c: convblocks.build_block("dynamic", in_channels=c, out_channels=c, impl="unfold"),
+        with_backend("dynamic", dynamic_conv2d="unfold"),
         "ref_dynamic_batchgroups",
     ),
     "dynamic[mixture]": (
-        lambda c: convblocks.build_block("dynamic", in_channels=c, out_channels=c, impl="mixture"),
+        with_backend("dynamic", dynamic_conv2d="mixture"),
         "ref_dynamic_batchgroups",
     ),
     "pyconv": (
@@ -95,7 +116,7 @@ CANDIDATES: dict[str, tuple[Callable[[int], nn.Module], str | None]] = {
         "ref_pyconv4_grouped",
     ),
     "pyconv[direct]": (
-        lambda c: convblocks.build_block("pyconv", in_channels=c, out_channels=c, levels=4, impl="direct"),
+        with_backend("pyconv", pyconv2d="direct", levels=4),
         "ref_pyconv4_grouped",
     ),
 }

@@ -14,6 +14,7 @@ import sys
 from _cli import run, stats_table
 
 from models.recipe import load_recipe
+from models.tasks import get_task
 
 
 def main() -> int:
@@ -45,7 +46,7 @@ def main() -> int:
         print(json.dumps(result.to_dict(), indent=1))
         return 0
     boxes = f"detections from {args.det_boxes}" if args.det_boxes else "GT boxes"
-    what = "keypoints" if recipe.task == "pose" else "bbox"
+    what = get_task(recipe.task).iou_type
     title = f"\n{recipe.name}: COCOeval {what} ({boxes if what == 'keypoints' else 'val'}); {result.scored}"
     print(stats_table(result.metrics, title))
     if args.out:

@@ -33,6 +33,7 @@ def main() -> int:
     from data.config import resolve_paths
     from data.visualize import compare_figure
     from models.runner import evaluate
+    from models.tasks import get_task
 
     out = Path(args.out or recipe.run_dir / "vis")
     if args.checkpoint:
@@ -48,7 +49,7 @@ def main() -> int:
     results = json.loads(results_file.read_text())
     paths = resolve_paths(recipe.data)
     coco = load_coco(paths["val_ann"])
-    kind = "keypoints" if recipe.task == "pose" else "bbox"
+    kind = get_task(recipe.task).iou_type
     skeleton = KeypointMeta.from_category(coco.dataset["categories"][0]).skeleton if kind == "keypoints" else ()
     by_image: dict[int, list[dict]] = {}
     for r in results:
