@@ -9,6 +9,7 @@ as plain data, so its own checkpoints always pass.
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        what = next((line for line in str(exc).splitlines() if "GLOBAL" in line), "").strip()
+        found = re.search(r"GLOBAL (\S+)", str(exc))  # torch's safe unpickler met an import it does not allow
+        if found is None:  # not a pickle at all (a text file, random bytes): fall through to "could not be read"
+            raise RecipeError(
+                f"checkpoint {str(path)!r} could not be read (not a PyTorch checkpoint); is it a complete .ckpt file?"
+            ) from None
         raise RecipeError(
-            f"checkpoint {str(path)!r} refused: it holds Python objects that loading would run"
-            f"{f' ({what})' if what else ''}; load only checkpoints written by convzoo (tensors and plain data)"
+            f"checkpoint {str(path)!r} refused: loading it would import and run Python code (GLOBAL {found[1]}); "
+            "load only checkpoints written by convzoo (tensors and plain data)"
         ) from None
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file means the same thing to the user
         raise RecipeError(

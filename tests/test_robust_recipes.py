@@ -175,3 +175,24 @@ def test_summary_reads_base_and_fails_in_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and "UTF-8" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_every_tool_answers_help_without_importing_torch() -> None:
+    """``--help`` answers from argparse alone (torch, Lightning, OpenCV are imported after parsing)."""
+    # bench_peers is a module of bench_blocks, not a tool; infer.py and export.py still import torch first.
+    skip = {"_cli", "bench_peers", "infer", "export"}
+    tools = sorted(p for p in (ROOT / "tools").glob("*.py") if p.stem not in skip)
+    probe = (
+        "import contextlib, io, os, runpy, sys\n"
+        "sys.path.insert(0, os.path.dirname(sys.argv[1]))\n"
+        "for path in sys.argv[1:]:\n"
+        "    sys.argv = [path, '--help']\n"
+        "    with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "        try:\n            runpy.run_path(path, run_name='__main__')\n"
+        "        except SystemExit as e:\n            code = e.code\n"
+        "    heavy = [m for m in ('torch', 'lightning', 'cv2', 'matplotlib') if m in sys.modules]\n"
+        "    print(os.path.basename(path), code, 'usage:' in out.getvalue(), heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe, *map(str, tools)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == [f"{p.name} 0 True []" for p in tools], proc.stdout
