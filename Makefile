@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup test test-all demo bench lint clean
+.PHONY: setup kernels test test-kernels test-all demo bench lint clean
 
 setup: $(STAMP)
 
@@ -16,10 +16,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev,export]"
 	touch $(STAMP)
 
+# The compiled CPU kernels (convblocks/kernels/csrc) build once per machine, into TORCH_EXTENSIONS_DIR (1-7 min on 2 cores).
+kernels: setup
+	$(BIN)/python -c "from convblocks.kernels import cpu_ext; assert cpu_ext.extension() is not None, 'build failed'"
+
+# `make test` tests the compiled kernels only where they are built already; otherwise the pure-PyTorch paths
+# (its header says so). `make test-kernels` builds and tests them; `make test-all` runs everything, slow included.
 test: setup
 	$(BIN)/python -m pytest -q
 
-test-all: setup
+test-kernels: kernels
+	$(BIN)/python -m pytest -q -m "kernels and not slow"
+
+test-all: kernels
 	$(BIN)/python -m pytest -q -m ""
 
 # The main job: generate the synthetic COCO-format set the baseline recipe trains on (cached), train it,

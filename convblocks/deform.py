@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from .conv import IntOrPair, check_groups, conv_geometry, conv_repr
-from .deform_ops import IMPLS, deform_conv2d
+from .kernels import deform_conv2d
 from .registry import register_block
 
 MASK_ACTS = ("sigmoid", "2sigmoid")
@@ -38,7 +38,6 @@ class DeformConv2d(nn.Module):
         bias: bool = True,
         deform_groups: int = 1,
         offset_lr_mult: float = 1.0,
-        impl: str = "auto",
     ) -> None:
         super().__init__()
         check_groups(in_channels, out_channels, groups, type(self).__name__)
@@ -46,13 +45,11 @@ class DeformConv2d(nn.Module):
             raise ValueError(
                 f"deform_groups={deform_groups} must divide in_channels={in_channels}; pick a divisor of in_channels"
             )
-        if impl not in IMPLS:
-            raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
         self.kernel_size, self.stride, self.padding, self.dilation = conv_geometry(
             kernel_size, stride, padding, dilation
         )
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.deform_groups, self.offset_lr_mult, self.impl = deform_groups, offset_lr_mult, impl
+        self.deform_groups, self.offset_lr_mult = deform_groups, offset_lr_mult
         kh, kw = self.kernel_size
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kh, kw))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
@@ -100,9 +97,7 @@ class DeformConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C_in, H, W) → (N, C_out, H_out, W_out)``, as ``nn.Conv2d`` with the same arguments."""
         offset, mask = self.offsets(x)
-        return deform_conv2d(
-            x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask, self.impl
-        )
+        return deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
 
     def extra_repr(self) -> str:
         return conv_repr(self, deform_groups=self.deform_groups)
@@ -127,7 +122,6 @@ class ModulatedDeformConv2d(DeformConv2d):
         deform_groups: int = 1,
         offset_lr_mult: float = 1.0,
         mask_act: str = "sigmoid",
-        impl: str = "auto",
     ) -> None:
         if mask_act not in MASK_ACTS:
             raise ValueError(
@@ -145,7 +139,6 @@ class ModulatedDeformConv2d(DeformConv2d):
             bias,
             deform_groups,
             offset_lr_mult,
-            impl,
         )
 
     def load_from_conv(self, conv: nn.Conv2d) -> bool:

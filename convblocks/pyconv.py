@@ -2,17 +2,8 @@
 
 Level i has kernel ``k + 2i`` (3/5/7/9 for a 3×3 conv), groups ``max(groups, [1, 4, 8, 16][i])`` and a share
 of the output channels (1 level: all; 2: ½ ½; 3: ¼ ¼ ½; 4: ¼ ¼ ¼ ¼, as in the paper's PyConvResNet).
-Each level's padding grows with its kernel, so the output has the shape ``nn.Conv2d`` would give.
-
-On CPU the levels run in channels-last layout (``layout="auto"``): oneDNN's grouped convolutions with
-large kernels are several times faster there (docs/benchmarks.md). The output is handed back in the
-input's memory format, so the block stays a drop-in; both layout changes go through the compiled transpose
-(``layout``; the output's in one pass with the concatenation of the levels). In that layout ``impl="auto"``
-also phrases grouped levels the way they run fastest (``grouped_conv``): where the compiled kernels apply, a
-grouped level with up to four outputs per group at stride 1 runs one compiled forward (depthwise products
-summed per group in registers), other levels with one or two outputs per group run as depthwise convs and
-group sums, and, in training at stride 1, the rest as transposed convs. ``impl="direct"`` keeps one
-``nn.Conv2d`` call per level everywhere.
+Each level's padding grows with its kernel, so the output has the shape ``nn.Conv2d`` would give. The levels run
+through the functional op ``kernels.pyconv2d``.
 """
 
 from __future__ import annotations
@@ -22,16 +13,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from .conv import IntOrPair, check_groups, conv_geometry, conv_repr, memory_format_of, to_pair
-from .grouped_conv import conv2d_as_depthwise_sum, conv2d_as_transposed, kernels_usable, transposed_padding
-from .grouped_kernels import forward_kernel_applies
-from .layout import cat_to_memory_format, to_memory_format
+from .conv import IntOrPair, check_groups, conv_geometry, conv_repr, to_pair
+from .kernels import pyconv2d
 from .registry import register_block
 
 PAPER_GROUPS = (1, 4, 8, 16)
-LAYOUTS = ("auto", "channels_last", "input")
-IMPLS = ("auto", "direct")
-DEPTHWISE_MAX_OUTPUTS = 2  # outputs per group up to which depthwise convs + sums beat oneDNN's grouped conv
 PAPER_SPLITS = {1: (1.0,), 2: (0.5, 0.5), 3: (0.25, 0.25, 0.5), 4: (0.25, 0.25, 0.25, 0.25)}
 
 
@@ -71,16 +57,9 @@ class PyConv2d(nn.Module):
         kernels: Sequence[int] | None = None,
         level_groups: Sequence[int] | None = None,
         splits: Sequence[float | int] | None = None,
-        layout: str = "auto",
-        impl: str = "auto",
     ) -> None:
         super().__init__()
         check_groups(in_channels, out_channels, groups, "pyconv")
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-        if impl not in IMPLS:
-            raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
-        self.layout, self.impl = layout, impl
         k, s, p, d = conv_geometry(kernel_size, stride, padding, dilation)
         if levels is None:
             levels = len(kernels) if kernels is not None else 4
@@ -118,35 +97,16 @@ class PyConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C_in, H, W) → (N, C_out, H_out, W_out)``: level outputs concatenated along channels."""
-        layout = self.layout
-        if layout == "auto":
-            layout = "channels_last" if x.device.type == "cpu" else "input"
-        if layout == "input" or x.dim() != 4:
-            return torch.cat([level(x) for level in self.levels], dim=1)
-        xc = to_memory_format(x, torch.channels_last)
-        return cat_to_memory_format(
-            [self._level_channels_last(level, xc) for level in self.levels], memory_format_of(x)
+        levels = self.levels
+        return pyconv2d(
+            x,
+            [level.weight for level in levels],
+            [level.bias for level in levels],
+            self.stride,
+            [level.padding for level in levels],
+            self.dilation,
+            [level.groups for level in levels],
         )
-
-    def _level_channels_last(self, level: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-        """One level on a channels-last input, in the formulation oneDNN runs fastest (equal results)."""
-        g = level.groups
-        if self.impl == "direct" or g == 1:
-            return level(x)
-        geometry = (level.stride, level.padding, level.dilation)
-        outputs_per_group = level.out_channels // g
-        compiled = kernels_usable(x, level.weight) and (
-            outputs_per_group <= DEPTHWISE_MAX_OUTPUTS
-            or forward_kernel_applies(level.weight.shape, level.stride, level.dilation, g)
-        )
-        if outputs_per_group == 1 or compiled:
-            return conv2d_as_depthwise_sum(x, level.weight, level.bias, *geometry, g)
-        training = torch.is_grad_enabled() and level.weight.requires_grad
-        if training and level.stride == (1, 1) and transposed_padding(level.kernel_size, *geometry[1:]) is not None:
-            return conv2d_as_transposed(x, level.weight, level.bias, level.padding, level.dilation, g)
-        return level(x)
 
     def extra_repr(self) -> str:
-        return conv_repr(
-            self, self.levels[0].bias is not None, levels=len(self.levels), layout=self.layout, impl=self.impl
-        )
+        return conv_repr(self, self.levels[0].bias is not None, levels=len(self.levels))

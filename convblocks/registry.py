@@ -159,6 +159,10 @@ class Registry:
             raise BlockConfigError(f"{self.what} '{entry.name}': {exc}") from exc
 
 
+# Block arguments that chose an implementation; ``convblocks.kernels.backend`` chooses it now, per process.
+BACKEND_ARGUMENTS = ("impl", "layout")
+
+
 def check_arguments(entry: Entry, options: Mapping[str, Any], what: str = "block") -> None:
     """Raise a one-line error naming the block and argument when ``options`` do not fit its signature."""
     try:
@@ -172,6 +176,11 @@ def check_arguments(entry: Entry, options: Mapping[str, Any], what: str = "block
         accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     if accepted is not None:
         for key in options:
+            if key not in accepted and key in BACKEND_ARGUMENTS:
+                raise BlockConfigError(
+                    f"{what} '{entry.name}' takes no '{key}': the implementation is chosen per process with "
+                    "convblocks.kernels.set_backend(op, name) or CONVZOO_BACKEND=op=name; remove it"
+                )
             if key not in accepted:
                 close = difflib.get_close_matches(key, accepted, n=1, cutoff=0.6)
                 hint = f"did you mean '{close[0]}'?" if close else f"accepted: {', '.join(accepted)}"

@@ -18,6 +18,8 @@ _EXPORTS = {
     "KeypointMeta": "data.keypoint_meta",
     "SynthConfig": "data.synthetic",
     "SynthPaths": "data.synthetic",
+    "TARGETS": "data.targets",
+    "TASK_DATA": "data.task_data",
     "TopDownAugment": "data.augment",
     "TopDownAugmentConfig": "data.augment",
     "apply_affine": "data.transforms",
@@ -37,6 +39,8 @@ _EXPORTS = {
     "mean_pose_ap": "data.baselines",
     "normalize_image": "data.coco_keypoints",
     "read_image": "data.coco_io",
+    "register_target": "data.targets",
+    "register_task_data": "data.task_data",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data.augment import DetectionAugment, DetectionAugmentConfig, EpochSeeded
-from data.coco_io import load_coco, read_image
+from data.coco_io import describe_skipped, load_coco, read_image, unusable_images
 from data.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ def detection_collate(batch: list[tuple[torch.Tensor, dict[str, Any]]]) -> tuple
 class CocoDetectionDataset(EpochSeeded, Dataset):
     """Images with their boxes. `train=True` drops crowd and degenerate boxes and (by default) images left
     without boxes; `train=False` keeps every image and every box (crowd flagged) for evaluation by image id.
+    With `missing_images="skip"`, missing, empty, truncated and unreadable images are left out (`skipped_images`).
     """
 
     def __init__(
@@ -55,13 +56,20 @@ class CocoDetectionDataset(EpochSeeded, Dataset):
         self.augment = DetectionAugment(augment) if augment else None
         skip_empty = train if skip_empty is None else skip_empty
         self.skipped: Counter[str] = Counter()
-        missing = [i for i in sorted(self.coco.imgs) if not self._path(i).is_file()]
+        paths = {i: self._path(i) for i in sorted(self.coco.imgs)}
+        unusable = unusable_images(paths, thorough=missing_images == "skip")
+        missing = sorted(unusable)
         if missing and missing_images == "error":
             raise DataError(
                 f"{len(missing)} of {len(self.coco.imgs)} images are missing under {str(self.image_dir)!r} "
                 f"(e.g. {self._path(missing[0]).name}); fix image_dir or pass missing_images='skip'"
             )
-        self.skipped["missing_image"] = len(missing)
+        self.skipped_images = {paths[i]: why for i, why in unusable.items()}
+        self.skipped_ids = set(unusable)  # COCOeval must not count their boxes as missed
+        if self.skipped_images:
+            log.warning("%s under %s", describe_skipped(self.skipped_images), self.image_dir)
+        self.skipped["missing_image"] = sum(why == "missing" for why in unusable.values())
+        self.skipped["unreadable_image"] = len(unusable) - self.skipped["missing_image"]
         self.items: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         for image_id in sorted(set(self.coco.imgs) - set(missing)):
             boxes, labels, areas, crowd = self._targets(image_id)

@@ -23,11 +23,20 @@ def _read_json(path: str | Path, what: str) -> Any:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{what} {str(p)!r} does not exist; check the path")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{what} {str(p)!r} is not UTF-8 text (byte {exc.start}); is it a JSON file? regenerate or re-download it"
+        ) from None
+    except OSError as exc:
+        raise DataError(f"{what} {str(p)!r} cannot be read ({exc.strerror}); check its permissions") from None
     if not text.strip():
         raise DataError(f"{what} {str(p)!r} is empty; regenerate or re-download it")
     try:
         return json.loads(text)
+    except RecursionError:
+        raise DataError(f"{what} {str(p)!r} is nested too deeply to be a COCO file; regenerate it") from None
     except json.JSONDecodeError as exc:
         raise DataError(
             f"{what} {str(p)!r} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
@@ -42,10 +51,18 @@ def finite_numbers(values: Any) -> bool:
     )
 
 
+def is_id(value: Any) -> bool:
+    """COCO ids are integers (strings are accepted too: pycocotools only needs them hashable)."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
 def _check_annotation(ann: Any, path: Path, num_keypoints: dict[int, int]) -> None:
     where = f"annotation file {str(path)!r}"
-    if not isinstance(ann, dict) or not {"id", "image_id", "category_id", "bbox"} <= set(ann):
-        raise DataError(f"{where}: each annotation needs id, image_id, category_id and bbox; got {str(ann)[:80]}")
+    keys = ("id", "image_id", "category_id")
+    if not isinstance(ann, dict) or "bbox" not in ann or not all(is_id(ann.get(k)) for k in keys):
+        raise DataError(
+            f"{where}: each annotation needs an integer id, image_id and category_id, and a bbox; got {str(ann)[:80]}"
+        )
     box = ann["bbox"]
     if not isinstance(box, list) or len(box) != 4:
         raise DataError(f"{where}: annotation {ann['id']} bbox must be [x, y, w, h]; got {box!r}")
@@ -75,12 +92,24 @@ def load_coco(path: str | Path) -> COCO:
             f"annotation file {str(p)!r} is not a COCO annotation file: expected a dict with lists 'images', "
             f"'annotations', 'categories', found {found}; a results file goes to det_file instead"
         )
+    for cat in dataset["categories"]:
+        if not isinstance(cat, dict) or not is_id(cat.get("id")) or not isinstance(cat.get("keypoints", []), list):
+            raise DataError(
+                f"annotation file {str(p)!r}: each category needs an integer id (and keypoints as a list of names); "
+                f"got {str(cat)[:80]}"
+            )
     num_keypoints = {c["id"]: len(c["keypoints"]) for c in dataset["categories"] if c.get("keypoints")}
     for ann in dataset["annotations"]:
         _check_annotation(ann, p, num_keypoints)
     for img in dataset["images"]:
         size = [img.get("width"), img.get("height")] if isinstance(img, dict) else None
-        if size is None or "id" not in img or not finite_numbers(size) or min(size) <= 0:
+        if (
+            size is None
+            or not finite_numbers(size)
+            or min(size) <= 0
+            or not is_id(img.get("id"))
+            or not (isinstance(img.get("file_name"), str) and img["file_name"])
+        ):
             raise DataError(
                 f"annotation file {str(p)!r}: each image needs id, file_name and positive width and height; "
                 f"got {str(img)[:80]}"
@@ -110,7 +139,13 @@ def load_detections(path: str | Path, coco: COCO, category_id: int = 1) -> list[
         )
     out = []
     for det in dets:
-        if not isinstance(det, dict) or not {"image_id", "bbox", "score"} <= set(det) or len(det["bbox"]) != 4:
+        if (
+            not isinstance(det, dict)
+            or not {"image_id", "bbox", "score"} <= set(det)
+            or not is_id(det["image_id"])
+            or not isinstance(det["bbox"], list)
+            or len(det["bbox"]) != 4
+        ):
             raise DataError(
                 f"detection file {str(p)!r}: each entry needs image_id, bbox [x, y, w, h] and score; "
                 f"got {str(det)[:80]}"
@@ -145,6 +180,55 @@ def _truncated_jpeg(data: bytes) -> bool:
     return False
 
 
+def image_problem(path: Path) -> str | None:
+    """Why the image file at ``path`` cannot be used ("missing", "an empty file", "a truncated JPEG", "not a
+    readable image"), or None; reads its header and last bytes (the whole file only for a JPEG without its end
+    marker), so a data set can be checked up front for ``data.missing_images: skip``."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return "missing"
+    if size == 0:
+        return "an empty file"
+    from PIL import Image
+
+    try:
+        with path.open("rb") as f:
+            head = f.read(2)
+            f.seek(max(0, size - 64))
+            tail = f.read()
+        if (
+            head == b"\xff\xd8"
+            and not tail.rstrip(b"\x00").endswith(b"\xff\xd9")
+            and _truncated_jpeg(path.read_bytes())
+        ):
+            return "a truncated JPEG"
+        with Image.open(path) as im:
+            im.size  # noqa: B018 - the header parsed
+    except OSError:  # PIL's UnidentifiedImageError is one
+        return "not a readable image"
+    return None
+
+
+def unusable_images(paths: dict[Any, Path], thorough: bool) -> dict[Any, str]:
+    """``{image id: why}`` for the images in ``paths`` (id -> file) that cannot be used: only missing files, or
+    with ``thorough`` (``data.missing_images: skip``) also empty, truncated and unreadable ones."""
+    if not thorough:
+        return {i: "missing" for i, p in paths.items() if not p.is_file()}
+    problems = {i: image_problem(p) for i, p in paths.items()}
+    return {i: why for i, why in problems.items() if why is not None}
+
+
+def describe_skipped(skipped: dict[Path, str], limit: int = 5) -> str:
+    """ "skipped 3 unreadable images: a.jpg (missing), ..." for ``{path: why}``; "" when nothing was skipped."""
+    if not skipped:
+        return ""
+    names = [f"{path.name} ({why})" for path, why in sorted(skipped.items())[:limit]]
+    more = f" and {len(skipped) - limit} more" if len(skipped) > limit else ""
+    plural = "s" if len(skipped) > 1 else ""
+    return f"skipped {len(skipped)} unreadable image{plural}: {', '.join(names)}{more}"
+
+
 def read_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
     """Read an image file as an RGB uint8 array (H, W, 3) (grayscale, RGBA and CMYK converted); DataError if
     missing, empty, truncated or not decodable, or if its size differs from ``size`` = (width, height)."""
@@ -161,7 +245,10 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndar
         raise DataError(f"image {str(p)!r} is a truncated JPEG; replace it, or set data.missing_images=skip")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise DataError(f"image {str(p)!r} exists but cannot be decoded; the file is corrupt, replace it")
+        raise DataError(
+            f"image {str(p)!r} exists but cannot be decoded; the file is corrupt, replace it, or set "
+            "data.missing_images=skip"
+        )
     if size is not None:
         check_size(p, (image.shape[1], image.shape[0]), size)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -1,8 +1,9 @@
 """Top-down COCO keypoint dataset: one sample per person box (GT boxes or a detection-results file).
 
-Sample: {"image": (3, H, W) float32 ImageNet-normalised crop, "heatmap": (K, h, w), "target_weight": (K,),
-"keypoints": (K, 3) [x, y, v] in crop pixels, "meta": {index, image_id, ann_id, center (2,), scale (2,), rotation,
-flip, score, inv_affine (2, 3) crop -> image}}. Default collate batches it.
+Sample: {"image": (3, H, W) float32 ImageNet-normalised crop, "target_weight": (K,), "keypoints": (K, 3)
+[x, y, v] in crop pixels, the targets the head asks for (``targets``; default "heatmap": (K, h, w)), "meta":
+{index, image_id, ann_id, center (2,), scale (2,), rotation, flip, score, inv_affine (2, 3) crop -> image}}.
+Default collate batches it.
 """
 
 from __future__ import annotations
@@ -18,10 +19,20 @@ import torch
 from torch.utils.data import Dataset
 
 from data.augment import CropParams, EpochSeeded, TopDownAugment, TopDownAugmentConfig
-from data.coco_io import ImageCache, check_size, header_size, load_coco, load_detections, read_image
+from data.coco_io import (
+    ImageCache,
+    check_size,
+    describe_skipped,
+    header_size,
+    load_coco,
+    load_detections,
+    read_image,
+    unusable_images,
+)
 from data.errors import DataError
 from data.heatmap import HeatmapCodec
 from data.keypoint_meta import KeypointMeta
+from data.targets import check_targets, encode_targets
 from data.transforms import apply_affine, box_to_center_scale, crop_affine, invert_affine, warp_image
 
 log = logging.getLogger(__name__)
@@ -63,7 +74,8 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
     """Top-down person crops from a COCO keypoint file; boxes from GT or from `det_file` (evaluation).
 
     Skips (counted in `self.skipped`, logged once): crowd and zero-keypoint GT persons, degenerate boxes,
-    detections under `det_score_thr`, and images missing on disk when `missing_images="skip"`.
+    detections under `det_score_thr`, and images missing on disk, empty, truncated or unreadable when
+    `missing_images="skip"` (listed in `skipped_images`).
     ``cache_images`` decodes every image once, up front (small data sets: the synthetic one is 236 MB).
     """
 
@@ -79,6 +91,7 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
         missing_images: Literal["error", "skip"] = "error",
         padding: float = 1.25,
         cache_images: bool = False,
+        targets: tuple[str, ...] = ("heatmap",),
     ) -> None:
         if missing_images not in ("error", "skip"):
             raise DataError(f"missing_images must be 'error' or 'skip', got {missing_images!r}")
@@ -99,8 +112,9 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
             augment = TopDownAugmentConfig.from_dict(augment)
         self.augment = TopDownAugment(augment, self.meta, self.aspect_ratio) if augment else None
         self.flip_index = self.meta.flip_index()
+        self.targets = check_targets(targets)
         self.skipped: Counter[str] = Counter()
-        self._missing: set[int] = set()
+        self._missing: dict[int, str] = {}  # image id -> why it is skipped ("missing", "an empty file", ...)
         self._size_checked: set[int] = set()
         self._check_images(missing_images)
         if det_file is None:
@@ -117,8 +131,19 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
     def _image_path(self, image_id: int) -> Path:
         return self.image_dir / self.coco.imgs[image_id]["file_name"]
 
+    @property
+    def skipped_images(self) -> dict[Path, str]:
+        """Images left out (``missing_images="skip"``): path -> why (missing, an empty file, a truncated JPEG ...)."""
+        return {self._image_path(i): why for i, why in self._missing.items()}
+
+    @property
+    def skipped_ids(self) -> set[int]:
+        """Ids of the images left out (COCOeval must not count their people as missed)."""
+        return set(self._missing)
+
     def _check_images(self, policy: str) -> None:
-        self._missing = {i for i in self.coco.imgs if not self._image_path(i).is_file()}
+        paths = {i: self._image_path(i) for i in self.coco.imgs}
+        self._missing = unusable_images(paths, thorough=policy == "skip")
         if not self._missing:
             return
         example = self._image_path(min(self._missing))
@@ -127,7 +152,10 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
                 f"{len(self._missing)} of {len(self.coco.imgs)} images are missing under {str(self.image_dir)!r} "
                 f"(e.g. {example.name}); fix image_dir or pass missing_images='skip'"
             )
-        log.warning("skipping %d images missing under %s (e.g. %s)", len(self._missing), self.image_dir, example.name)
+        log.warning("%s under %s", describe_skipped(self.skipped_images), self.image_dir)
+
+    def _skip_reason(self, image_id: int) -> str:
+        return "missing_image" if self._missing[image_id] == "missing" else "unreadable_image"
 
     def _box_center_scale(self, image_id: int, box: list[float], reason: str) -> tuple[np.ndarray, np.ndarray] | None:
         img = self.coco.imgs[image_id]
@@ -148,7 +176,7 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
         for image_id in sorted(self.coco.imgs):
             ann_ids = self.coco.getAnnIds(imgIds=[image_id], catIds=[self.meta.category_id])
             if image_id in self._missing:
-                self.skipped["missing_image"] += len(ann_ids)
+                self.skipped[self._skip_reason(image_id)] += len(ann_ids)
                 continue
             for ann in self.coco.loadAnns(ann_ids):
                 kpts = np.asarray(ann.get("keypoints") or [0.0] * 3 * k, dtype=np.float64).reshape(k, 3)
@@ -169,7 +197,7 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
         out = []
         for det in load_detections(det_file, self.coco, self.meta.category_id):
             if det["image_id"] in self._missing:
-                self.skipped["missing_image"] += 1
+                self.skipped[self._skip_reason(det["image_id"])] += 1
                 continue
             if det["score"] < thr:
                 self.skipped["below_score_threshold"] += 1
@@ -202,7 +230,8 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
             kpts = kpts[self.flip_index]
         if rng is not None:
             patch = self.augment.color(patch, rng)
-        heatmap, weight = self.codec.encode(kpts[:, :2], kpts[:, 2])
+        weight = self.codec.target_weight(kpts[:, :2], kpts[:, 2])
+        targets = encode_targets(self.targets, self.codec, kpts[:, :2], kpts[:, 2])
         meta = {
             "index": index,
             "image_id": inst.image_id,
@@ -216,7 +245,7 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
         }
         return {
             "image": normalize_image(patch),
-            "heatmap": torch.from_numpy(heatmap),
+            **{name: torch.from_numpy(value) for name, value in targets.items()},
             "target_weight": torch.from_numpy(weight),
             "keypoints": torch.from_numpy(kpts.astype(np.float32)),
             "meta": meta,

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from data.errors import DataError
 from data.synthetic_presets import SYNTH_PRESETS
@@ -72,7 +74,7 @@ class HeatmapOptions(Strict):
 class DataConfig(Strict):
     """Data files, crops, augmentation and loaders for one task."""
 
-    dataset: Literal["synthetic", "coco"] = "synthetic"
+    dataset: str = "synthetic"  # a name in ``DATASETS``
     root: str | None = None
     train_ann: str | None = None
     train_images: str | None = None
@@ -92,14 +94,21 @@ class DataConfig(Strict):
     cache_images: bool = False  # decode every image once, up front (pose; small data sets such as the synthetic one)
     val_limit: int | None = Field(None, ge=1)
 
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset {name!r}; use one of {', '.join(DATASETS)}")
+        return name
+
     @model_validator(mode="after")
-    def _coco_needs_paths(self) -> DataConfig:
-        if self.dataset == "coco" and self.root is None:
+    def _files_need_paths(self) -> DataConfig:
+        if DATASETS[self.dataset].needs_root and self.root is None:
             given = [self.train_ann, self.train_images, self.val_ann, self.val_images]
             if not all(given):
                 raise ValueError(
-                    "dataset 'coco' needs data.root=/path/to/coco (or all of train_ann, train_images, val_ann, "
-                    "val_images)"
+                    f"dataset '{self.dataset}' needs data.root=/path/to/{self.dataset} (or all of train_ann, "
+                    "train_images, val_ann, val_images)"
                 )
         return self
 
@@ -111,39 +120,62 @@ def _check(path: Path, key: str, what: str) -> str:
     return str(path)
 
 
+@dataclass(frozen=True)
+class DatasetKind:
+    """A value of ``data.dataset``: the default paths of its four files (``train_ann`` ...), and whether they
+    live under ``data.root`` (so that a recipe must give it, or all four paths)."""
+
+    default_paths: Callable[[DataConfig], dict[str, str | Path]]
+    needs_root: bool
+
+
+def synthetic_paths(cfg: DataConfig) -> dict[str, str | Path]:
+    """The built-in synthetic set's files, generated (and cached) the first time."""
+    from data.synthetic import SynthPaths, default_cache_dir, ensure_synthetic  # numpy, OpenCV
+
+    synth_cfg = cfg.synthetic.synth_config()
+    cached = SynthPaths(default_cache_dir() / synth_cfg.key()).manifest.is_file()
+    if not cached:
+        log.info(
+            "generating the synthetic data set (%d train + %d val images) into %s, once; later runs reuse it",
+            synth_cfg.train_images, synth_cfg.val_images, default_cache_dir(),
+        )  # fmt: skip
+    start = time.perf_counter()
+    synth = ensure_synthetic(synth_cfg)
+    if not cached:
+        log.info("synthetic data set ready in %.0f s: %s", time.perf_counter() - start, synth.root)
+    return {
+        "train_ann": synth.annotations("train"),
+        "train_images": synth.images("train"),
+        "val_ann": synth.annotations("val"),
+        "val_images": synth.images("val"),
+    }
+
+
+def coco_paths(cfg: DataConfig) -> dict[str, str | Path]:
+    """COCO 2017's layout under ``data.root`` (person keypoints)."""
+    root = Path(cfg.root or ".")
+    return {
+        "train_ann": root / "annotations" / "person_keypoints_train2017.json",
+        "train_images": root / "train2017",
+        "val_ann": root / "annotations" / "person_keypoints_val2017.json",
+        "val_images": root / "val2017",
+    }
+
+
+DATASETS: dict[str, DatasetKind] = {
+    "synthetic": DatasetKind(synthetic_paths, needs_root=False),
+    "coco": DatasetKind(coco_paths, needs_root=True),
+}
+
+
 def resolve_paths(cfg: DataConfig, check: bool = True) -> dict[str, str]:
     """``train_ann``, ``train_images``, ``val_ann``, ``val_images`` (and ``det_file`` when set) as paths.
 
-    Synthetic data is generated (and cached) here the first time; COCO paths are checked to exist.
+    The dataset kind gives the defaults (``DATASETS``: synthetic data is generated here the first time); paths
+    given one by one win; all are checked to exist.
     """
-    if cfg.dataset == "synthetic":
-        from data.synthetic import SynthPaths, default_cache_dir, ensure_synthetic  # numpy, OpenCV
-
-        synth_cfg = cfg.synthetic.synth_config()
-        cached = SynthPaths(default_cache_dir() / synth_cfg.key()).manifest.is_file()
-        if not cached:
-            log.info(
-                "generating the synthetic data set (%d train + %d val images) into %s, once; later runs reuse it",
-                synth_cfg.train_images, synth_cfg.val_images, default_cache_dir(),
-            )  # fmt: skip
-        start = time.perf_counter()
-        synth = ensure_synthetic(synth_cfg)
-        if not cached:
-            log.info("synthetic data set ready in %.0f s: %s", time.perf_counter() - start, synth.root)
-        defaults = {
-            "train_ann": synth.annotations("train"),
-            "train_images": synth.images("train"),
-            "val_ann": synth.annotations("val"),
-            "val_images": synth.images("val"),
-        }
-    else:
-        root = Path(cfg.root or ".")
-        defaults = {
-            "train_ann": root / "annotations" / "person_keypoints_train2017.json",
-            "train_images": root / "train2017",
-            "val_ann": root / "annotations" / "person_keypoints_val2017.json",
-            "val_images": root / "val2017",
-        }
+    defaults = DATASETS[cfg.dataset].default_paths(cfg)
     out = {}
     for key, default in defaults.items():
         path = Path(getattr(cfg, key) or default)

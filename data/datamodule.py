@@ -13,11 +13,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from data.coco_detection import CocoDetectionDataset, detection_collate
-from data.coco_keypoints import CocoKeypointDataset
+from data.coco_io import describe_skipped
 from data.config import DataConfig, resolve_paths
 from data.evaluator import BoxEvaluator, KeypointEvaluator
 from data.heatmap import HeatmapCodec
+from data.targets import check_targets
+from data.task_data import get_task_data
 
 
 class EpochShuffle(Sampler[int]):
@@ -79,13 +80,24 @@ def base_dataset(dataset: Dataset) -> Any:
 
 
 class CocoDataModule(L.LightningDataModule):
-    """Train/val loaders for ``task`` ``pose`` (top-down crops) or ``detection`` (whole images)."""
+    """Train/val loaders for a registered ``task`` (``data.task_data``: pose crops, detection images).
+
+    ``targets`` are the training targets the model's head asks for (pose; ``set_targets`` changes them later).
+    """
 
     def __init__(
-        self, cfg: DataConfig, task: str, input_size: tuple[int, int] = (256, 192), seed: int = 0, train: bool = True
+        self,
+        cfg: DataConfig,
+        task: str,
+        input_size: tuple[int, int] = (256, 192),
+        seed: int = 0,
+        train: bool = True,
+        targets: tuple[str, ...] = ("heatmap",),
     ) -> None:
         super().__init__()
         self.cfg, self.task, self.input_size, self.seed, self.with_train = cfg, task, tuple(input_size), seed, train
+        self.task_data = get_task_data(task)
+        self.targets = check_targets(targets)
         self.codec = HeatmapCodec(self.input_size, cfg.heatmap.stride, cfg.heatmap.sigma, cfg.heatmap.refine)
         self.paths: dict[str, str] = {}
         self.train_set: Dataset | None = None
@@ -99,28 +111,19 @@ class CocoDataModule(L.LightningDataModule):
         if self.val_set is not None:
             return
         self.paths = resolve_paths(self.cfg)
-        p, c = self.paths, self.cfg
-        augment = None if c.augment is False else (c.augment if isinstance(c.augment, dict) else {})
-        if self.task == "pose":
-            if self.with_train:
-                train = CocoKeypointDataset(
-                    p["train_ann"], p["train_images"], self.input_size, self.codec, augment=augment,
-                    missing_images=c.missing_images, cache_images=c.cache_images,
-                )  # fmt: skip
-                self.train_set = self._train_subset(train)
-            val = CocoKeypointDataset(
-                p["val_ann"], p["val_images"], self.input_size, self.codec, det_file=p.get("det_file"),
-                det_score_thr=c.det_score_thr, missing_images=c.missing_images, cache_images=c.cache_images,
-            )  # fmt: skip
-            self.val_set = _first_images(val, [i.image_id for i in val.instances], c.val_limit)
-        else:
-            if self.with_train:
-                train = CocoDetectionDataset(
-                    p["train_ann"], p["train_images"], train=True, augment=augment, missing_images=c.missing_images
-                )
-                self.train_set = self._train_subset(train)
-            val = CocoDetectionDataset(p["val_ann"], p["val_images"], train=False, missing_images=c.missing_images)
-            self.val_set = _first_images(val, [item[0] for item in val.items], c.val_limit)
+        train, val = self.task_data.datasets(
+            self.cfg, self.paths, self.input_size, self.codec, self.with_train, self.targets
+        )
+        if train is not None:
+            self.train_set = self._train_subset(train)
+        self.val_set = _first_images(val, self.task_data.image_ids(val), self.cfg.val_limit)
+
+    def set_targets(self, targets: tuple[str, ...]) -> None:
+        """Encode ``targets`` (the head's) in every sample from now on, in sets already built too."""
+        self.targets = check_targets(targets)
+        for dataset in (self.train_set, self.val_set):
+            if dataset is not None and hasattr(base_dataset(dataset), "targets"):
+                base_dataset(dataset).targets = self.targets
 
     def _train_subset(self, train: Dataset) -> Dataset:
         """The first ``train_limit`` samples, repeated ``train_repeat`` times per epoch."""
@@ -130,7 +133,7 @@ class CocoDataModule(L.LightningDataModule):
 
     @property
     def collate(self) -> Any:
-        return detection_collate if self.task == "detection" else None
+        return self.task_data.collate
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "setup('fit') first"
@@ -160,17 +163,20 @@ class CocoDataModule(L.LightningDataModule):
     def val_image_ids(self) -> list[int]:
         """Image ids of the validation samples (COCOeval is restricted to them)."""
         ds, subset = base_dataset(self.val_set), self.val_set
-        indices = subset.indices if isinstance(subset, Subset) else range(len(ds))
-        if self.task == "pose":
-            return [ds.instances[i].image_id for i in indices]
-        return [ds.items[i][0] for i in indices]
+        ids = self.task_data.image_ids(ds)
+        return [ids[i] for i in subset.indices] if isinstance(subset, Subset) else ids
+
+    def skipped_images(self) -> list[str]:
+        """One line per data set that left images out, e.g. "val: skipped 2 unreadable images: a.jpg (an empty
+        file), ..." (``data.missing_images: skip``); the tools print them when a run or evaluation ends."""
+        sets = {"train": self.train_set, "val": self.val_set}
+        found = {k: base_dataset(v).skipped_images for k, v in sets.items() if v is not None}
+        return [f"{k}: {describe_skipped(v)}" for k, v in found.items() if v]
 
     def evaluator(self, oks_nms: float | None = 0.9, visible_thr: float = 0.2) -> KeypointEvaluator | BoxEvaluator:
         """The evaluator for the validation set (call after ``setup``)."""
-        ds = base_dataset(self.val_set)
         ids = self.val_image_ids() if self.cfg.val_limit else None  # else every image, even those without boxes
-        if self.task == "pose":
-            return KeypointEvaluator(
-                ds.coco, ds.meta.sigmas, self.codec, ids, oks_nms, visible_thr, ds.meta.category_id
-            )
-        return BoxEvaluator(ds.coco, ds.label_to_category, ids)
+        ds = base_dataset(self.val_set)
+        if ids is None and ds.skipped_ids:  # every image that was read: skipped ones are not scored as misses
+            ids = sorted(set(ds.coco.getImgIds()) - ds.skipped_ids)
+        return self.task_data.evaluator(ds, self.codec, ids, oks_nms, visible_thr)

@@ -59,15 +59,21 @@ class HeatmapCodec:
         the part of its Gaussian that falls on the map (as mmpose and SimpleBaseline do); farther ones and
         unlabelled ones (visible <= 0) get an all-zero heatmap and weight 0.
         """
-        h, w = self.heatmap_size
         uv = self.to_heatmap(keypoints).astype(np.float32)
-        lo, r = -0.5 - 3 * self.sigma, 3 * self.sigma - 0.5
-        near = (uv[:, 0] >= lo) & (uv[:, 0] <= w + r) & (uv[:, 1] >= lo) & (uv[:, 1] <= h + r)
-        weight = ((np.asarray(visible) > 0) & near).astype(np.float32)
+        weight = self.target_weight(keypoints, visible)
         dx2 = (self._grid_x - uv[:, 0, None, None]) ** 2
         dy2 = (self._grid_y - uv[:, 1, None, None]) ** 2
         heatmap = np.exp(-(dx2 + dy2) / (2.0 * self.sigma**2)) * weight[:, None, None]
         return heatmap.astype(np.float32), weight
+
+    def target_weight(self, keypoints: np.ndarray, visible: np.ndarray) -> np.ndarray:
+        """Keypoints (K, 2) in crop pixels, visibility (K,) -> weight (K,): 1 for labelled keypoints within 3 sigma
+        of the heatmap's area (the rule ``encode`` uses), else 0; every head's loss weights keypoints by it."""
+        h, w = self.heatmap_size
+        uv = self.to_heatmap(keypoints).astype(np.float32)
+        lo, r = -0.5 - 3 * self.sigma, 3 * self.sigma - 0.5
+        near = (uv[:, 0] >= lo) & (uv[:, 0] <= w + r) & (uv[:, 1] >= lo) & (uv[:, 1] <= h + r)
+        return ((np.asarray(visible) > 0) & near).astype(np.float32)
 
     def decode(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Heatmaps (N, K, h, w) -> keypoints (N, K, 2) in input-crop pixels and scores (N, K) = peak values."""

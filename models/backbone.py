@@ -15,15 +15,29 @@ from typing import Any
 import timm
 import torch
 import torch.nn as nn
+from pydantic import Field
 
 from convblocks import BlockConfigError
 
-from .config import check_keys, int_list, require_mapping
+from .config import int_list, require_mapping
 from .rules import parse_rules
+from .sections import Section, validate_section
 from .stages import StageTraceError, trace_stages
 from .surgery import SurgeryReport, apply_block_rules
 
-BACKBONE_KEYS = ("name", "out_indices", "pretrained", "checkpoint", "blocks", "kwargs")
+
+class BackboneSection(Section):
+    """``model.backbone``: keys and defaults (values are checked by ``build_backbone``)."""
+
+    name: Any
+    out_indices: Any = None  # None: the caller's default (every stage for pose)
+    pretrained: Any = False
+    checkpoint: Any = None
+    blocks: Any = None
+    kwargs: Any = Field(default_factory=dict)
+
+
+BACKBONE_KEYS = tuple(BackboneSection.model_fields)
 
 
 class TimmBackbone(nn.Module):
@@ -109,13 +123,12 @@ def build_backbone(
     ``blocks`` (rules, see ``models.rules``), ``kwargs`` (extra ``timm.create_model`` arguments).
     ``default_out_indices(n_stages)`` chooses the out indices when the config does not.
     """
-    cfg = dict(require_mapping(cfg, where))
-    check_keys(cfg, BACKBONE_KEYS, where, required=("name",))
+    cfg = validate_section(BackboneSection, cfg, where, BlockConfigError)
     name = _check_name(cfg["name"], where)
-    pretrained = cfg.get("pretrained", False)
+    pretrained = cfg["pretrained"]
     if not isinstance(pretrained, bool):
         raise BlockConfigError(f"{where}.pretrained: expected true or false, got {pretrained!r}")
-    kwargs = dict(require_mapping(cfg.get("kwargs", {}), f"{where}.kwargs"))
+    kwargs = dict(require_mapping(cfg["kwargs"], f"{where}.kwargs"))
     for key in ("features_only", "out_indices", "pretrained", "pretrained_cfg_overlay"):
         if key in kwargs:
             raise BlockConfigError(f"{where}.kwargs.{key}: set by convzoo; use {where}.{key} or remove it")
@@ -125,7 +138,7 @@ def build_backbone(
         probe = _create(name, where, pretrained=False, **kwargs)
     n_stages = len(probe.feature_info)
     default = list(range(n_stages)) if default_out_indices is None else default_out_indices(n_stages)
-    out_indices = int_list(cfg.get("out_indices", default), f"{where}.out_indices", minimum=0)
+    out_indices = int_list(default if cfg["out_indices"] is None else cfg["out_indices"], f"{where}.out_indices", 0)
     if max(out_indices) >= n_stages or sorted(set(out_indices)) != out_indices:
         raise BlockConfigError(
             f"{where}.out_indices: {out_indices} must be increasing stage indices of '{name}', which has "

@@ -7,27 +7,36 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch.nn as nn
 
-from convblocks import DynamicConv2d, set_temperature, temperature_schedule
+from convblocks import temperature_schedule
 
 from .train_config import TemperatureConfig
 
 
+def temperature_blocks(model: nn.Module) -> list[nn.Module]:
+    """Modules that provide the ``set_temperature(tau)`` hook (softmax-attention blocks such as the dynamic
+    conv): the training loop anneals them, as it honours the ``lr_mults()`` hint in the optimiser."""
+    return [m for m in model.modules() if callable(getattr(m, "set_temperature", None))]
+
+
 class DynamicTemperature(L.Callback):
-    """Anneals τ of every ``DynamicConv2d`` per step: ``start`` → ``end`` over ``epochs`` (fractional epochs)."""
+    """Anneals τ of every block with a ``set_temperature`` hook per step: ``start`` → ``end`` over ``epochs``
+    (fractional epochs)."""
 
     def __init__(self, cfg: TemperatureConfig) -> None:
         self.cfg = cfg
         self.tau = cfg.start
 
     @staticmethod
-    def applies(model: L.LightningModule) -> bool:
-        return any(isinstance(m, DynamicConv2d) for m in model.modules())
+    def applies(model: nn.Module) -> bool:
+        return bool(temperature_blocks(model))
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         epoch = trainer.current_epoch + batch_idx / max(1, trainer.num_training_batches)
         self.tau = temperature_schedule(epoch, self.cfg.epochs, self.cfg.start, self.cfg.end)
-        set_temperature(pl_module, self.tau)
+        for block in temperature_blocks(pl_module):
+            block.set_temperature(self.tau)
         pl_module.log("train/temperature", self.tau, batch_size=1)
 
 

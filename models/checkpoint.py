@@ -9,6 +9,7 @@ as plain data, so its own checkpoints always pass.
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        what = next((line for line in str(exc).splitlines() if "GLOBAL" in line), "").strip()
+        found = re.search(r"GLOBAL (\S+)", str(exc))  # torch's safe unpickler met an import it does not allow
+        if found is None:  # not a pickle at all (a text file, random bytes): fall through to "could not be read"
+            raise RecipeError(
+                f"checkpoint {str(path)!r} could not be read (not a PyTorch checkpoint); is it a complete .ckpt file?"
+            ) from None
         raise RecipeError(
-            f"checkpoint {str(path)!r} refused: it holds Python objects that loading would run"
-            f"{f' ({what})' if what else ''}; load only checkpoints written by convzoo (tensors and plain data)"
+            f"checkpoint {str(path)!r} refused: loading it would import and run Python code (GLOBAL {found[1]}); "
+            "load only checkpoints written by convzoo (tensors and plain data)"
         ) from None
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file means the same thing to the user
         raise RecipeError(
@@ -83,11 +88,18 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def changed_keys(old: Recipe, new: Recipe) -> list[str]:
-    """Dotted keys whose values differ between two recipes (``name`` aside)."""
+def changed_keys(old: Recipe, new: Recipe, old_model_partial: bool = False) -> list[str]:
+    """Dotted keys whose values differ between two recipes (``name`` aside).
+
+    With ``old_model_partial``, ``model.*`` keys that ``old`` lacks count as unchanged (their defaults): a
+    checkpoint written by other code may store only the model keys its recipe file named.
+    """
     a = flatten(old.model_dump(mode="json", exclude={"name"}))
     b = flatten(new.model_dump(mode="json", exclude={"name"}))
-    return sorted(k for k in a.keys() | b.keys() if a.get(k, "<unset>") != b.get(k, "<unset>"))
+    keys = a.keys() | b.keys()
+    if old_model_partial:
+        keys = {k for k in keys if k in a or not k.startswith("model.")}
+    return sorted(k for k in keys if a.get(k, "<unset>") != b.get(k, "<unset>"))
 
 
 def check_resume(checkpoint: str | Path, recipe: Recipe) -> None:
@@ -95,7 +107,7 @@ def check_resume(checkpoint: str | Path, recipe: Recipe) -> None:
     ckpt = read_checkpoint(checkpoint)
     if "convzoo_recipe" not in ckpt:
         return  # written by another tool: Lightning's own loading decides
-    unsafe = [k for k in changed_keys(stored_recipe(checkpoint, ckpt), recipe) if k not in RESUME_SAFE]
+    unsafe = [k for k in changed_keys(stored_recipe(checkpoint, ckpt), recipe, True) if k not in RESUME_SAFE]
     if unsafe:
         shown = ", ".join(unsafe[:5]) + (f" and {len(unsafe) - 5} more" if len(unsafe) > 5 else "")
         raise RecipeError(

@@ -1,4 +1,4 @@
-"""Config validation helpers: one-line errors that name the key path and the fix.
+"""Config value helpers: one-line errors that name the key path and the fix (keys: ``models.sections``).
 
 Configs are plain dicts (from YAML). Every problem is a ``BlockConfigError`` (a ``ValueError``) whose
 message starts with the key path, e.g. ``model.backbone.blocks[0]: unknown selector 'stage'; did you mean
@@ -8,20 +8,12 @@ message starts with the key path, e.g. ``model.backbone.blocks[0]: unknown selec
 from __future__ import annotations
 
 import copy
-import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from convblocks import BlockConfigError
 
-__all__ = ["BlockConfigError", "check_keys", "require_mapping", "strip_blocks", "int_list"]
-
-
-def close_hint(key: str, allowed: Iterable[str]) -> str:
-    """``did you mean 'x'?`` for a near miss, else the list of accepted keys."""
-    allowed = sorted(allowed)
-    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else f"accepted: {', '.join(allowed)}"
+__all__ = ["BlockConfigError", "require_mapping", "strip_blocks", "int_list"]
 
 
 def require_mapping(value: Any, where: str) -> Mapping[str, Any]:
@@ -29,19 +21,6 @@ def require_mapping(value: Any, where: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise BlockConfigError(f"{where}: expected a mapping (key: value), got {type(value).__name__}")
     return value
-
-
-def check_keys(
-    cfg: Mapping[str, Any], allowed: Iterable[str], where: str, required: Iterable[str] = (), what: str = "key"
-) -> None:
-    """Reject unknown keys (with a close-match hint) and missing required ones."""
-    allowed = set(allowed)
-    for key in cfg:
-        if key not in allowed:
-            raise BlockConfigError(f"{where}: unknown {what} '{key}'; {close_hint(str(key), allowed)}")
-    for key in required:
-        if key not in cfg:
-            raise BlockConfigError(f"{where}: missing required key '{key}'; add it (see docs/models.md)")
 
 
 def int_list(value: Any, where: str, minimum: int | None = None) -> list[int]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
+from pydantic import create_model
 from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSHead
@@ -26,31 +27,52 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 from convblocks import BlockConfigError
 
 from .backbone import TimmBackbone, build_backbone
-from .config import check_keys, require_mapping
 from .registry import register_model
+from .sections import Section, signature_defaults, validate_section
 from .surgery import apply_block_rules
 
-HEAD_KEYS = {"fcos": ("blocks", "num_convs"), "retinanet": ("blocks", "norm"), "faster_rcnn": ("blocks",)}
-DETECTOR_OPTIONS = {
-    "fcos": ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates", "center_sampling_radius"),
-    "retinanet": (
-        "score_thresh",
-        "nms_thresh",
-        "detections_per_img",
-        "topk_candidates",
-        "fg_iou_thresh",
-        "bg_iou_thresh",
-    ),
-    "faster_rcnn": (
-        "box_score_thresh",
-        "box_nms_thresh",
-        "box_detections_per_img",
-        "rpn_pre_nms_top_n_test",
-        "rpn_post_nms_top_n_test",
-        "rpn_pre_nms_top_n_train",
-        "rpn_post_nms_top_n_train",
-    ),
-}
+
+class _Head(Section):
+    blocks: Any = None  # rules for the head's convs (models.rules)
+
+
+class FCOSHeadSection(_Head):
+    """``model.head`` of FCOS."""
+
+    num_convs: Any = 4
+
+
+class RetinaNetHeadSection(_Head):
+    """``model.head`` of RetinaNet."""
+
+    norm: Any = "gn"
+
+
+class RPNHeadSection(_Head):
+    """``model.head`` of Faster R-CNN (its rules apply to the RPN conv)."""
+
+
+class _Options(Section):
+    what: ClassVar[str] = "option"
+
+
+def _options(detector: type, keys: tuple[str, ...]) -> type[Section]:
+    """``model.options`` of ``detector``: ``keys`` with the torchvision class's own defaults."""
+    defaults = signature_defaults(detector)
+    fields: dict[str, Any] = {k: (Any, defaults[k]) for k in keys}
+    return create_model(f"{detector.__name__}Options", __base__=_Options, **fields)
+
+
+HEADS = {"fcos": FCOSHeadSection, "retinanet": RetinaNetHeadSection, "faster_rcnn": RPNHeadSection}
+OPTIONS = {
+    "fcos": _options(FCOS, ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates",
+                            "center_sampling_radius")),
+    "retinanet": _options(RetinaNet, ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates",
+                                      "fg_iou_thresh", "bg_iou_thresh")),
+    "faster_rcnn": _options(FasterRCNN, ("box_score_thresh", "box_nms_thresh", "box_detections_per_img",
+                                         "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test",
+                                         "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train")),
+}  # fmt: skip
 
 
 class TimmFPN(nn.Module):
@@ -94,10 +116,8 @@ def _common(
         raise BlockConfigError(
             f"model.fpn_channels: {kind}'s head uses GroupNorm(32); use a multiple of 32, got {fpn_channels!r}"
         )
-    head = dict(require_mapping(head or {}, "model.head"))
-    check_keys(head, HEAD_KEYS[kind], "model.head")
-    options = dict(require_mapping(options or {}, "model.options"))
-    check_keys(options, DETECTOR_OPTIONS[kind], "model.options", what="option")
+    head = validate_section(HEADS[kind], {} if head is None else head, "model.head", BlockConfigError)
+    options = validate_section(OPTIONS[kind], {} if options is None else options, "model.options", BlockConfigError)
     default = _last_three if kind != "faster_rcnn" else (lambda n: list(range(max(0, n - 4), n)))
     body = build_backbone(backbone, where="model.backbone", default_out_indices=default)
     return TimmFPN(body, fpn_channels, extra), head, options
@@ -113,9 +133,13 @@ def _transform_args(body: TimmBackbone, min_size: int, max_size: int) -> dict[st
     }
 
 
-def _finish(model: nn.Module, head_module: nn.Module, rules: Any, min_size: int) -> nn.Module:
-    head_module.surgery = apply_block_rules(head_module, rules, None, "model.head")
+def _finish(
+    model: nn.Module, head_module: nn.Module, fpn: TimmFPN, head: dict[str, Any], options: dict[str, Any], min_size: int
+) -> nn.Module:
+    """Apply the head's block rules; record the input size and the resolved parts of the config."""
+    head_module.surgery = apply_block_rules(head_module, head["blocks"], None, "model.head")
     model.input_size = (3, min_size, min_size)
+    model.config = {"backbone": fpn.body.config, "head": head, "options": options}
     return model
 
 
@@ -132,7 +156,7 @@ def fcos(
     """FCOS (Tian et al., 2019): anchor-free, one point per location; train: loss dict, eval: detections."""
     fpn, head, options = _common("fcos", backbone, head, options, num_classes, fpn_channels, "p6p7")
     anchors = AnchorGenerator(tuple((s,) for s in fpn.strides), ((1.0,),) * len(fpn.strides))
-    fcos_head = FCOSHead(fpn_channels, 1, num_classes + 1, head.get("num_convs", 4))
+    fcos_head = FCOSHead(fpn_channels, 1, num_classes + 1, head["num_convs"])
     model = FCOS(
         fpn,
         num_classes + 1,
@@ -141,7 +165,7 @@ def fcos(
         **_transform_args(fpn.body, min_size, max_size),
         **options,
     )
-    return _finish(model, model.head, head.get("blocks"), min_size)
+    return _finish(model, model.head, fpn, head, options, min_size)
 
 
 @register_model("retinanet")
@@ -158,7 +182,7 @@ def retinanet(
     fpn, head, options = _common("retinanet", backbone, head, options, num_classes, fpn_channels, "p6p7")
     sizes = tuple((4 * s, round(4 * s * 2 ** (1 / 3)), round(4 * s * 2 ** (2 / 3))) for s in fpn.strides)
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
-    norm = head.get("norm", "gn")
+    norm = head["norm"]
     if norm not in ("gn", "none"):
         raise BlockConfigError(f"model.head.norm: 'gn' or 'none', got {norm!r}")
     norm_layer = partial(nn.GroupNorm, 32) if norm == "gn" else None
@@ -171,7 +195,7 @@ def retinanet(
         **_transform_args(fpn.body, min_size, max_size),
         **options,
     )
-    return _finish(model, model.head, head.get("blocks"), min_size)
+    return _finish(model, model.head, fpn, head, options, min_size)
 
 
 @register_model("faster_rcnn")
@@ -196,4 +220,4 @@ def faster_rcnn(
         **_transform_args(fpn.body, min_size, max_size),
         **options,
     )
-    return _finish(model, model.rpn.head, head.get("blocks"), min_size)
+    return _finish(model, model.rpn.head, fpn, head, options, min_size)

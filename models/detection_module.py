@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from .lit_base import EvaluatedModule
+from .recipe import Recipe
 
 
 class DetectionModule(EvaluatedModule):
@@ -38,3 +39,11 @@ class DetectionModule(EvaluatedModule):
         outputs = self.model(images)
         if self.evaluator is not None:
             self.evaluator.update(outputs, targets)
+
+
+def build_detection_module(recipe: Recipe, model: torch.nn.Module, datamodule: Any = None) -> DetectionModule:
+    """The detection task's module (``models.tasks``), with the datamodule's box evaluator when it has a val set."""
+    evaluator = None
+    if datamodule is not None and datamodule.val_set is not None:
+        evaluator = datamodule.evaluator(recipe.eval.oks_nms, recipe.eval.visible_thr)
+    return DetectionModule(model, recipe.train, recipe.eval, evaluator)

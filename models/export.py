@@ -25,8 +25,8 @@ from torchvision.models.detection.fcos import FCOSHead
 
 from .export_blocks import OPSET, exportable
 from .pose import TopDownPose
-from .pose_heads import HeatmapHead, RegressionHead, SimCCHead
 from .recipe import Recipe, RecipeError
+from .tasks import get_task
 
 FORMATS = ("onnx", "torchscript")
 
@@ -59,10 +59,9 @@ class DetectorNetwork(nn.Module):
 
 def export_network(model: nn.Module) -> tuple[nn.Module, list[str]]:
     """The part of a built model that is exported (see the module docstring) and its output names."""
-    if isinstance(model, TopDownPose):
-        if isinstance(model.head, SimCCHead):
-            return model, ["simcc_x", "simcc_y"]
-        return model, ["keypoints" if isinstance(model.head, RegressionHead) else "heatmaps"]
+    if isinstance(model, TopDownPose):  # the head names its outputs (a head without names: "output", ...)
+        names = getattr(model.head, "output_names", ("output",))
+        return model, list(names)
     if is_detector(model):
         network = DetectorNetwork(model)
         return network, network.output_names
@@ -78,15 +77,15 @@ def is_detector(model: nn.Module) -> bool:
 
 def dynamic_size(model: nn.Module) -> bool:
     """Whether the exported graph can take any H×W: no size-bound head and no adaptive pooling to a grid."""
-    if isinstance(model, TopDownPose) and not isinstance(model.head, HeatmapHead):
-        return False
+    if isinstance(model, TopDownPose) and not getattr(model.head, "any_input_size", False):
+        return False  # the head says whether it takes any crop size (heatmaps do; linear layers over h·w do not)
     # adaptive average pooling to a grid exports for any size (models.export_blocks); max pooling does not
     return not any(isinstance(m, nn.AdaptiveMaxPool2d) and m.output_size not in (1, (1, 1)) for m in model.modules())
 
 
 def example_input(recipe: Recipe, batch: int = 2) -> torch.Tensor:
     """A random input batch at the recipe's size: pose crops ``model.input_size``, detection ``min_size`` squared."""
-    if recipe.task == "pose":
+    if get_task(recipe.task).crops:
         h, w = recipe.model.get("input_size", (256, 192))
     else:
         h = w = int(recipe.model.get("min_size", 800)) // 32 * 32

@@ -1,4 +1,4 @@
-"""Keypoint decoding and losses for the pose heads (kept apart from the models, which stay plain modules)."""
+"""Keypoint decoding and losses of the built-in pose heads (their ``loss`` and ``predict`` call these)."""
 
 from __future__ import annotations
 

@@ -24,13 +24,14 @@ from convblocks import BLOCKS, BlockConfigError, build_block
 from .backbone import TimmBackbone, build_backbone
 from .config import int_list, require_mapping
 from .registry import HEADS, register_model
+from .sections import signature_defaults
 
 
 class TopDownPose(nn.Module):
     """Person crops ``(N, 3, H, W)`` → the head's output on the last backbone feature map.
 
     Heatmap head: ``(N, K, H/4, W/4)`` for a stride-32 backbone and 3 deconvs. SimCC head:
-    ``(x (N, K, W·r), y (N, K, H·r))``. Losses live in ``models.keypoints``.
+    ``(x (N, K, W·r), y (N, K, H·r))``. The head owns its loss and decoding (``models.head_contract``).
     """
 
     def __init__(self, backbone: TimmBackbone, neck: nn.Module, head: nn.Module, input_size: Sequence[int]) -> None:
@@ -83,10 +84,15 @@ def build_head(spec: Any, context: Mapping[str, Any], where: str = "model.head")
             raise BlockConfigError(f"{where}.{key}: set by the model; remove it from the head config")
     extra = {k: v for k, v in {**context, "where": where}.items() if k in accepted}
     try:
-        return HEADS.build(spec, **extra)
+        head = HEADS.build(spec, **extra)
     except BlockConfigError as exc:
         msg = str(exc)
         raise BlockConfigError(msg if msg.startswith(where) else f"{where}: {msg}") from exc
+    head.config = {
+        **spec,
+        **{k: v for k, v in signature_defaults(entry.factory, {*context, "where"}).items() if k not in spec},
+    }
+    return head
 
 
 @register_model("topdown_pose")
@@ -119,4 +125,6 @@ def topdown_pose(
         "feature_channels": [*bb.out_channels[:-1], channels],
         "feature_strides": list(bb.reductions),
     }
-    return TopDownPose(bb, neck_module, build_head(head, context), size)
+    model = TopDownPose(bb, neck_module, build_head(head, context), size)
+    model.config = {"backbone": bb.config, "head": model.head.config}
+    return model

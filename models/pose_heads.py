@@ -1,8 +1,10 @@
-"""Pose heads: SimpleBaseline heatmaps and SimCC 1-D coordinate classification, with pluggable conv blocks.
+"""Pose heads: SimpleBaseline heatmaps, SimCC 1-D coordinate classification and direct regression, with
+pluggable conv blocks.
 
-Both heads apply block rules (``blocks:``, see ``models.rules``; select by ``name`` or ``kernel_size``, heads
-have no stages) to their own convolutions after initialisation, so e.g. CoordConv in ``final`` starts as
-the plain conv it replaces.
+Each head owns its training contract (``models.head_contract``): ``targets`` (what the data encodes for it),
+``loss(out, batch)`` and ``predict(out, flipped, flip_index, codec)`` (decoding, flip test included). The heads
+apply block rules (``blocks:``, see ``models.rules``; select by ``name`` or ``kernel_size``, heads have no stages)
+to their own convolutions after initialisation, so e.g. CoordConv in ``final`` starts as the plain conv it replaces.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import torch
 import torch.nn as nn
 
 from convblocks import BlockConfigError
+from data.heatmap import HeatmapCodec, flip_back
 
+from .keypoints import decode_regression, decode_simcc, heatmap_loss, regression_loss, simcc_loss
 from .registry import register_head
 from .surgery import apply_block_rules
 
@@ -143,6 +147,27 @@ class HeatmapHead(nn.Module):
                 y = y + lateral(features[level])
         return self.final(self.convs(y))
 
+    targets = ("heatmap",)
+    output_names = ("heatmaps",)  # exported graph's outputs (models.export)
+    any_input_size = True  # fully convolutional: an exported graph may take any crop size
+
+    def loss(self, out: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """SimpleBaseline MSE to the data's Gaussian heatmaps ``(N, K, h, w)``, weighted by ``target_weight``."""
+        return heatmap_loss(out, batch["heatmap"], batch["target_weight"])
+
+    def predict(
+        self,
+        out: torch.Tensor,
+        flipped: torch.Tensor | None = None,
+        flip_index: Any = None,
+        codec: HeatmapCodec | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crop-pixel keypoints ``(N, K, 2)`` and scores ``(N, K)`` via the data's codec (same stride and sigma as
+        the targets); ``flipped`` (the mirrored crop's heatmaps) is mirrored back, pairs swapped, and averaged."""
+        if flipped is not None:
+            out = 0.5 * (out + flip_back(flipped, flip_index))
+        return codec.decode(out.float())
+
 
 @register_head("simcc")
 class SimCCHead(nn.Module):
@@ -184,6 +209,33 @@ class SimCCHead(nn.Module):
         maps = self.final(self.convs(x)).flatten(2)
         return self.fc_x(maps), self.fc_y(maps)
 
+    targets = ()  # the loss reads ``keypoints`` and ``target_weight``, which every sample carries
+    output_names = ("simcc_x", "simcc_y")
+
+    def loss(self, out: tuple[torch.Tensor, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
+        """KL divergence to Gaussian-smoothed 1-D labels at the keypoints, weighted by ``target_weight``."""
+        x, y = out
+        return simcc_loss(x, y, batch["keypoints"][..., :2], self.split_ratio, weight=batch["target_weight"])
+
+    def predict(
+        self,
+        out: tuple[torch.Tensor, torch.Tensor],
+        flipped: tuple[torch.Tensor, torch.Tensor] | None = None,
+        flip_index: Any = None,
+        codec: Any = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crop-pixel keypoints ``(N, K, 2)`` and scores ``(N, K)`` from the softmaxed bins' argmax; ``flipped``
+        logits are mirrored back (x bins reversed and shifted), pairs swapped, and averaged."""
+        x, y = out
+        if flipped is not None:
+            fx, fy = flipped
+            idx = torch.as_tensor(flip_index, device=x.device)
+            # Mirrored bin j holds x·r + (r - 1) for pixel centres; shift it back by r - 1 bins.
+            shift = round(self.split_ratio) - 1
+            x = 0.5 * (x + fx.flip(-1).roll(-shift, dims=-1).index_select(1, idx))
+            y = 0.5 * (y + fy.index_select(1, idx))
+        return decode_simcc(x.float().softmax(-1), y.float().softmax(-1), self.split_ratio)
+
 
 @register_head("regression")
 class RegressionHead(nn.Module):
@@ -203,12 +255,14 @@ class RegressionHead(nn.Module):
         conv_channels: int = 128,
         conv_kernel: int = 3,
         blocks: Sequence[dict[str, Any]] | None = None,
+        input_size: Sequence[int] = (256, 192),
         where: str = "head",
     ) -> None:
         super().__init__()
         self.convs, c = conv_stack(in_channels, conv_channels, conv_layers, conv_kernel)
         self.fc = nn.Linear(c, num_keypoints * 3)
         self.num_keypoints = num_keypoints
+        self.input_size = (int(input_size[0]), int(input_size[1]))
         _init_normal(self, std=0.01)
         nn.init.constant_(self.fc.bias.data.view(num_keypoints, 3)[:, :2], 0.5)  # start at the crop centre
         self.surgery = apply_block_rules(self, blocks, None, where)
@@ -217,3 +271,24 @@ class RegressionHead(nn.Module):
         """``(N, C, h, w)`` → ``(N, K, 3)``: normalised x, y and a visibility logit."""
         pooled = self.convs(x).mean(dim=(2, 3))
         return self.fc(pooled).view(x.shape[0], self.num_keypoints, 3)
+
+    targets = ()  # the loss reads ``keypoints`` and ``target_weight``, which every sample carries
+    output_names = ("keypoints",)
+
+    def loss(self, out: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """L1 on normalised coordinates of labelled keypoints + BCE of the visibility logit."""
+        return regression_loss(out, batch["keypoints"][..., :2], self.input_size, batch["target_weight"])
+
+    def predict(
+        self, out: torch.Tensor, flipped: torch.Tensor | None = None, flip_index: Any = None, codec: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crop-pixel keypoints ``(N, K, 2)`` and sigmoid scores ``(N, K)``; ``flipped`` predictions are mirrored
+        (pixel x ↔ W - 1 - x), pairs swapped, and averaged with these."""
+        coords, scores = decode_regression(out.float(), self.input_size)
+        if flipped is not None:
+            fcoords, fscores = decode_regression(flipped.float(), self.input_size)
+            idx = torch.as_tensor(flip_index, device=coords.device)
+            fcoords, fscores = fcoords.index_select(1, idx), fscores.index_select(1, idx)
+            fcoords[..., 0] = self.input_size[1] - 1 - fcoords[..., 0]
+            coords, scores = 0.5 * (coords + fcoords), 0.5 * (scores + fscores)
+        return coords, scores

@@ -1,4 +1,4 @@
-"""LightningModule for top-down pose: heatmap (MSE), SimCC (KL) or regression (L1) training, flip-test validation."""
+"""LightningModule for top-down pose: trains with the head's own loss, validates with its decoding and flip test."""
 
 from __future__ import annotations
 
@@ -7,21 +7,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from data.datamodule import base_dataset
 from data.evaluator import KeypointEvaluator
-from data.heatmap import HeatmapCodec, flip_back
+from data.heatmap import HeatmapCodec
 
-from .keypoints import decode_regression, decode_simcc, heatmap_loss, regression_loss, simcc_loss
+from .head_contract import check_pose_head
 from .lit_base import EvaluatedModule
 from .pose import TopDownPose
-from .pose_heads import RegressionHead, SimCCHead
+from .recipe import Recipe, RecipeError
 from .train_config import EvalConfig, TrainConfig
 
 
 class PoseModule(EvaluatedModule):
     """Trains a ``TopDownPose``; validation decodes (with flip test), maps to image pixels and runs COCOeval.
 
-    ``codec`` decodes heatmaps (the data's codec: same stride and sigma as the targets); ``evaluator`` comes
-    from whoever owns the data (``models.runner``); without one, validation logs the loss only.
+    The head supplies ``targets``, ``loss`` and ``predict`` (``models.head_contract``; checked here, one line
+    naming what a head lacks). ``codec`` is the data's codec (same stride and sigma as the targets);
+    ``evaluator`` comes from whoever owns the data (``models.runner``); without one, validation logs the loss only.
     """
 
     def __init__(
@@ -34,28 +36,19 @@ class PoseModule(EvaluatedModule):
         evaluator: KeypointEvaluator | None = None,
     ) -> None:
         super().__init__(model, train_cfg, eval_cfg, evaluator)
+        self.targets = check_pose_head(model.head)
         self.codec = codec
         self.flip_index = None if flip_index is None else np.asarray(flip_index)
-        head = model.head
-        self.kind = (
-            "simcc" if isinstance(head, SimCCHead) else "regression" if isinstance(head, RegressionHead) else "heatmap"
-        )
 
     def forward(self, images: torch.Tensor) -> Any:
-        """``(N, 3, H, W)`` → heatmaps ``(N, K, h, w)``, SimCC ``(x, y)`` logits or regression ``(N, K, 3)``."""
+        """``(N, 3, H, W)`` → the head's output (heatmaps ``(N, K, h, w)``, SimCC ``(x, y)`` logits, ...)."""
         if self.train_cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.model(images)
 
     def loss(self, out: Any, batch: dict[str, Any]) -> torch.Tensor:
-        if self.kind == "regression":
-            return regression_loss(out, batch["keypoints"][..., :2], self.model.input_size, batch["target_weight"])
-        if self.kind == "simcc":
-            x, y = out
-            return simcc_loss(
-                x, y, batch["keypoints"][..., :2], self.model.head.split_ratio, weight=batch["target_weight"]
-            )
-        return heatmap_loss(out, batch["heatmap"], batch["target_weight"])
+        """The head's loss of ``out`` against ``batch``'s targets."""
+        return self.model.head.loss(out, batch)
 
     def training_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """The loss a training step minimises on ``batch``."""
@@ -69,30 +62,8 @@ class PoseModule(EvaluatedModule):
     def predict_keypoints(self, images: torch.Tensor, flip: bool) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """Crop-space keypoints ``(N, K, 2)``, scores ``(N, K)`` and the raw output (for the loss)."""
         out = self(images)
-        if self.kind == "regression":
-            coords, scores = decode_regression(out.float(), self.model.input_size)
-            if flip:
-                fcoords, fscores = decode_regression(self(images.flip(-1)).float(), self.model.input_size)
-                idx = torch.as_tensor(self.flip_index, device=coords.device)
-                fcoords, fscores = fcoords.index_select(1, idx), fscores.index_select(1, idx)
-                fcoords[..., 0] = images.shape[-1] - 1 - fcoords[..., 0]  # pixel x ↔ W - 1 - x in the mirror
-                coords, scores = 0.5 * (coords + fcoords), 0.5 * (scores + fscores)
-            return coords, scores, out
-        if self.kind == "simcc":
-            x, y = out
-            if flip:
-                fx, fy = self(images.flip(-1))
-                idx = torch.as_tensor(self.flip_index, device=x.device)
-                # Mirrored bin j holds x·r + (r - 1) for pixel centres; shift it back by r - 1 bins.
-                shift = round(self.model.head.split_ratio) - 1
-                x = 0.5 * (x + fx.flip(-1).roll(-shift, dims=-1).index_select(1, idx))
-                y = 0.5 * (y + fy.index_select(1, idx))
-            coords, scores = decode_simcc(x.float().softmax(-1), y.float().softmax(-1), self.model.head.split_ratio)
-            return coords, scores, out
-        heatmaps = out
-        if flip:
-            heatmaps = 0.5 * (heatmaps + flip_back(self(images.flip(-1)), self.flip_index))
-        coords, scores = self.codec.decode(heatmaps.float())
+        flipped = self(images.flip(-1)) if flip else None
+        coords, scores = self.model.head.predict(out, flipped, self.flip_index if flip else None, self.codec)
         return coords, scores, out
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -101,3 +72,36 @@ class PoseModule(EvaluatedModule):
         self.log("val/loss", self.loss(out, batch), batch_size=batch["image"].shape[0], sync_dist=True)
         if self.evaluator is not None:
             self.evaluator.update(coords, scores, batch["meta"])
+
+
+def build_pose_module(recipe: Recipe, model: TopDownPose, datamodule: Any = None) -> PoseModule:
+    """The pose task's module (``models.tasks``): the head's contract checked, the datamodule told which targets
+    to encode, and its codec, flip pairs and evaluator passed on."""
+    targets = check_pose_head(model.head)
+    if datamodule is None:
+        return PoseModule(model, recipe.train, recipe.eval)
+    datamodule.set_targets(targets)
+    evaluator = None
+    if datamodule.val_set is not None:
+        evaluator = datamodule.evaluator(recipe.eval.oks_nms, recipe.eval.visible_thr)
+    flip = base_dataset(datamodule.val_set).flip_index if datamodule.val_set is not None else None
+    module = PoseModule(model, recipe.train, recipe.eval, datamodule.codec, flip, evaluator)
+    if "heatmap" in targets:
+        check_heatmap_size(model, datamodule.codec.heatmap_size, recipe)
+    return module
+
+
+def check_heatmap_size(model: TopDownPose, expected: tuple[int, int], recipe: Recipe) -> None:
+    """The model's heatmaps must be the codec's size (``input_size / data.heatmap.stride``)."""
+    h, w = recipe.model.get("input_size", (256, 192))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, h, w))
+    model.train(was_training)
+    if tuple(out.shape[-2:]) != tuple(expected):
+        stride = h // out.shape[-2]
+        raise RecipeError(
+            f"data.heatmap.stride: the model outputs {tuple(out.shape[-2:])} heatmaps for input {(h, w)}, "
+            f"but stride {recipe.data.heatmap.stride} expects {tuple(expected)}; set data.heatmap.stride={stride}"
+        )

@@ -9,8 +9,12 @@ import warnings
 WARNINGS = (
     ".*treespec, LeafSpec.*",
     ".*is smaller than the logging interval.*",
+    "Checkpoint directory .* exists and is not empty",  # a resume writes into its own run; a new run is refused
 )
-LOG_PREFIXES = ("💡 Tip:",)  # advertising for Lightning's cloud products
+LOG_PREFIXES = (
+    "💡 Tip:",  # advertising for Lightning's cloud products
+    "Loading `train_dataloader` to estimate",  # an internal step of Lightning's, with nothing to do about it
+)
 
 
 class _DropNoise(logging.Filter):

@@ -13,11 +13,10 @@ base's mapping instead of merging into it. Every problem is a ``RecipeError`` na
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from omegaconf import OmegaConf
@@ -25,9 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from data.config import DataConfig
 
+from .sections import one_line
+from .tasks import TASKS, task_of_model
 from .train_config import EvalConfig, TrainConfig
 
-TASKS = {"topdown_pose": "pose", "fcos": "detection", "retinanet": "detection", "faster_rcnn": "detection"}
 _NAME_PART = re.compile(r"^[A-Za-z0-9_.+\-]+$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -67,7 +67,7 @@ class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = "run"
-    task: Literal["pose", "detection"] | None = None
+    task: str | None = None  # a registered task (``models.tasks``); default: the one of ``model.type``
     model: dict[str, Any]
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -78,18 +78,24 @@ class Recipe(BaseModel):
     def _name(cls, name: str) -> str:
         return check_run_name(name)
 
+    @field_validator("task")
+    @classmethod
+    def _task(cls, task: str | None) -> str | None:
+        if task is not None and task not in TASKS:
+            raise RecipeError(f"task: unknown task {task!r}; use one of {', '.join(TASKS)}")
+        return task
+
     @model_validator(mode="after")
     def _task_and_sizes(self) -> Recipe:
         if self.task is None:
             kind = self.model.get("type")
-            if not isinstance(kind, str) or kind not in TASKS and ":" not in kind:
-                raise RecipeError(
-                    f"task: cannot tell pose from detection for model.type {kind!r}; set task: pose or task: detection"
-                )
-            if kind not in TASKS:
-                raise RecipeError(f"task: model.type {kind!r} is an import path; set task: pose or task: detection")
-            self.task = TASKS[kind]
-        if self.task == "pose" and "input_size" in self.model:
+            known = " or ".join(f"task: {t}" for t in TASKS)
+            if not isinstance(kind, str) or task_of_model(kind) is None and ":" not in kind:
+                raise RecipeError(f"task: cannot tell the task for model.type {kind!r}; set {known}")
+            if task_of_model(kind) is None:
+                raise RecipeError(f"task: model.type {kind!r} is an import path; set {known}")
+            self.task = task_of_model(kind)
+        if TASKS[self.task].crops and "input_size" in self.model:
             size = self.model["input_size"]
             ok = isinstance(size, list) and len(size) == 2 and all(type(v) is int and v >= 32 for v in size)
             if not ok:
@@ -171,42 +177,12 @@ def apply_overrides(cfg: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return cfg
 
 
-def _fields_at(loc: Sequence[Any]) -> list[str]:
-    """Accepted keys at a pydantic error location (for 'did you mean')."""
-    cls: Any = Recipe
-    for part in loc:
-        field = getattr(cls, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        cls = field.annotation
-    return list(getattr(cls, "model_fields", {}))
-
-
-def _format(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.endswith("]"))]
-    path = ".".join(str(p) for p in loc) or "recipe"
-    if err["type"] == "extra_forbidden":
-        allowed = _fields_at(loc[:-1])
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
-        hint = f"did you mean '{close[0]}'?" if close else f"accepted: {', '.join(allowed)}"
-        return f"{path}: unknown key; {hint}"
-    if err["type"] == "missing":
-        return f"{path}: required; add it to the config"
-    msg = err["msg"].removeprefix("Value error, ")
-    if not loc or msg.startswith(f"{path}:"):  # a validator's own message already names the key
-        return msg
-    value = err.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    return f"{path}: {msg}{shown}"
-
-
 def build_recipe(cfg: dict[str, Any], name: str = "run") -> Recipe:
     """Validate a merged config dict into a ``Recipe`` (one-line ``RecipeError`` on the first problem)."""
     try:
         return Recipe(**{"name": name, **cfg})
     except ValidationError as exc:
-        raise RecipeError(_format(exc)) from None
+        raise RecipeError(one_line(exc, Recipe)) from None
     except TypeError as exc:
         raise RecipeError(f"recipe: {exc}") from None
 

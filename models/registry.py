@@ -15,10 +15,11 @@ import torch.nn as nn
 from convblocks import BlockConfigError, Registry
 
 from .config import require_mapping
+from .sections import plain, signature_defaults
 
 MODELS = Registry("model")
 HEADS = Registry("head")
-BUILTIN_MODULES = ("models.pose", "models.detection")  # import-time ``@register_model`` of the built-in types
+BUILTIN_MODULES = ("models.pose", "models.pose_heads", "models.detection")  # import-time registration of built-ins
 
 
 def register_model(name: str, *, force: bool = False) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -34,7 +35,9 @@ def register_head(name: str, *, force: bool = False) -> Callable[[Callable[..., 
 def build_model(cfg: Mapping[str, Any]) -> nn.Module:
     """Build a registered model from ``{"type": name, **options}`` (or a full config with a ``model:`` key).
 
-    The result carries ``config`` (the model section) so ``models.describe`` can rebuild its baseline.
+    The result carries ``config``: the model section resolved, every default filled in (the factory's signature
+    and the parts it records in its own ``config``: backbone, head), so a run directory records the whole model
+    and ``models.describe`` can rebuild its baseline.
     """
     cfg = require_mapping(cfg, "model")
     for module in BUILTIN_MODULES:
@@ -50,5 +53,8 @@ def build_model(cfg: Mapping[str, Any]) -> nn.Module:
     except BlockConfigError as exc:
         msg = str(exc)
         raise BlockConfigError(msg if msg.startswith("model") else f"model: {msg}") from exc
-    model.config = dict(cfg)
+    defaults = signature_defaults(MODELS.get(cfg["type"]).factory)
+    parts = getattr(model, "config", None)
+    merged = {**defaults, **cfg, **(parts if isinstance(parts, dict) else {})}
+    model.config = plain({"type": cfg["type"], **{k: merged[k] for k in (*cfg, *merged) if k != "type"}})
     return model

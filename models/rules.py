@@ -15,16 +15,33 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch.nn as nn
 
 from convblocks import BLOCKS, BlockConfigError
 
-from .config import check_keys, close_hint, int_list, require_mapping
+from .config import int_list, require_mapping
+from .sections import Section, validate_section
 
 SELECTORS = ("stages", "kernel_size", "stride", "name", "first_n", "every_nth")
 RULE_KEYS = (*SELECTORS, "block", "preserve")
+
+
+class RuleSection(Section):
+    """One ``blocks:`` rule: selectors (all optional), the block, ``preserve`` (values checked by ``parse_rule``)."""
+
+    what: ClassVar[str] = "selector"
+    stages: Any = None
+    name: Any = None
+    kernel_size: Any = None
+    stride: Any = None
+    first_n: Any = None
+    every_nth: Any = None
+    block: Any
+    preserve: Any = True
+
+
 GEOMETRY_KEYS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias")
 
 
@@ -118,11 +135,8 @@ def _block_spec(value: Any, where: str) -> dict[str, Any]:
 
 def parse_rule(raw: Any, where: str) -> BlockRule:
     """Validate one rule dict and turn it into a ``BlockRule``."""
-    raw = dict(require_mapping(raw, where))
-    for key in raw:
-        if key not in RULE_KEYS:
-            raise BlockConfigError(f"{where}: unknown selector '{key}'; {close_hint(key, RULE_KEYS)}")
-    check_keys(raw, RULE_KEYS, where, required=("block",))
+    validate_section(RuleSection, raw, where, BlockConfigError)
+    raw = dict(raw)  # as written: an absent selector selects everything
     preserve = raw.get("preserve", True)
     if not isinstance(preserve, bool):
         raise BlockConfigError(f"{where}.preserve: expected true or false, got {preserve!r}")

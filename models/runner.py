@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from convblocks import BlockConfigError
 from data.datamodule import CocoDataModule, base_dataset
 
 from .callbacks import (
@@ -32,13 +34,12 @@ from .callbacks import (
     ValidateLastEpoch,
 )
 from .checkpoint import check_resume, read_checkpoint
-from .detection_module import DetectionModule
 from .lit_base import EvaluatedModule
-from .pose_module import PoseModule
 from .quiet import silence_noise
 from .recipe import Recipe, RecipeError, build_recipe
 from .registry import build_model
 from .run_logs import csv_log_version
+from .tasks import get_task
 from .train_config import TrainConfig
 
 silence_noise()
@@ -60,14 +61,16 @@ class RunResult:
     is_global_zero: bool = True
     scored: str = ""  # which val set evaluate() scored, e.g. "val2017: 5000 images, 6352 instances"
     history: list[dict[str, float]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "val: skipped 2 unreadable images: ..." (missing_images: skip)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def build_datamodule(recipe: Recipe, train: bool = True) -> CocoDataModule:
-    """The data for ``recipe`` (pose crops use ``model.input_size``)."""
-    size = tuple(recipe.model.get("input_size", (256, 192))) if recipe.task == "pose" else (256, 192)
+    """The data for ``recipe`` (crops of a task with crops use ``model.input_size``)."""
+    crops = get_task(recipe.task).crops
+    size = tuple(recipe.model.get("input_size", (256, 192))) if crops else (256, 192)
     return CocoDataModule(recipe.data, recipe.task, size, recipe.train.seed, train=train)
 
 
@@ -75,48 +78,48 @@ def describe_val_set(dm: CocoDataModule, recipe: Recipe) -> str:
     """Which images and how many instances a validation scores, saying so when ``data.val_limit`` cut it."""
     images = len(set(dm.val_image_ids()))
     total = len(base_dataset(dm.val_set).coco.getImgIds())
-    kind = "images" if recipe.task == "detection" else "detections" if recipe.data.det_file else "instances"
+    kind = "detections" if recipe.data.det_file and dm.task_data.unit == "instances" else dm.task_data.unit
     line = f"{Path(dm.paths['val_ann']).name}: {images} images, {len(dm.val_set)} {kind}"
     if recipe.data.val_limit is not None and images < total:
         line += f" (a subset: data.val_limit={recipe.data.val_limit} of {total} images)"
+    skipped = len(base_dataset(dm.val_set).skipped_ids)
+    if skipped:
+        line += f" ({skipped} unreadable image{'s' if skipped > 1 else ''} skipped, not scored)"
     return line
 
 
-def build_module(recipe: Recipe, datamodule: CocoDataModule | None = None) -> EvaluatedModule:
-    """Model from ``recipe.model`` wrapped in its LightningModule; with a set-up ``datamodule``, its evaluator."""
-    model = build_model(recipe.model)
+def build_module(
+    recipe: Recipe, datamodule: CocoDataModule | None = None, model: torch.nn.Module | None = None
+) -> EvaluatedModule:
+    """Model from ``recipe.model`` (unless given) wrapped in its task's LightningModule (``models.tasks``); with a
+    set-up ``datamodule``, its evaluator, and the datamodule encodes the targets the model asks for."""
+    if model is None:
+        model = build_model(recipe.model)
     if recipe.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    evaluator = None
-    if datamodule is not None and datamodule.val_set is not None:
-        evaluator = datamodule.evaluator(recipe.eval.oks_nms, recipe.eval.visible_thr)
-    if recipe.task == "pose":
-        codec = datamodule.codec if datamodule is not None else None
-        flip = base_dataset(datamodule.val_set).flip_index if datamodule is not None else None
-        module: EvaluatedModule = PoseModule(model, recipe.train, recipe.eval, codec, flip, evaluator)
-        if codec is not None:
-            check_heatmap_size(module, codec.heatmap_size, recipe)
-    else:
-        module = DetectionModule(model, recipe.train, recipe.eval, evaluator)
-    module.recipe = recipe.model_dump(mode="json")
+    module = get_task(recipe.task).build_module(recipe, model, datamodule)
+    module.recipe = resolved_recipe(recipe, model).model_dump(mode="json")
     return module
 
 
-def check_heatmap_size(module: PoseModule, expected: tuple[int, int], recipe: Recipe) -> None:
-    """The model's heatmaps must be the codec's size (``input_size / data.heatmap.stride``)."""
-    if module.kind != "heatmap":
-        return
-    h, w = recipe.model.get("input_size", (256, 192))
-    module.model.eval()
-    with torch.no_grad():
-        out = module.model(torch.zeros(1, 3, h, w))
-    module.model.train()
-    if tuple(out.shape[-2:]) != tuple(expected):
-        stride = h // out.shape[-2]
-        raise RecipeError(
-            f"data.heatmap.stride: the model outputs {tuple(out.shape[-2:])} heatmaps for input {(h, w)}, "
-            f"but stride {recipe.data.heatmap.stride} expects {tuple(expected)}; set data.heatmap.stride={stride}"
-        )
+def resolve_model(recipe: Recipe) -> Recipe:
+    """``recipe`` with its model section resolved, from the model built on the meta device (no memory, no
+    weights, no random draws): model errors surface here, before any data is read."""
+    try:
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")  # e.g. a checkpoint copied into meta parameters is a no-op
+            model = build_model(recipe.model)
+    except BlockConfigError:
+        raise
+    except Exception:  # noqa: BLE001 - something not built on the meta device: build it for real
+        model = build_model(recipe.model)
+    return resolved_recipe(recipe, model)
+
+
+def resolved_recipe(recipe: Recipe, model: torch.nn.Module) -> Recipe:
+    """``recipe`` with the model section as ``build_model`` resolved it (every default filled in)."""
+    config = getattr(model, "config", None)
+    return recipe.model_copy(update={"model": config}) if isinstance(config, dict) else recipe
 
 
 def load_weights(module: EvaluatedModule, checkpoint: str | Path) -> None:
@@ -242,6 +245,7 @@ def train(
     if recipe.train.torch_threads:
         torch.set_num_threads(recipe.train.torch_threads)
     check_accelerator(recipe.train)
+    recipe = resolve_model(recipe)  # every model default filled in: resume, config.yaml and the checkpoint see it
     resume = _resume_path(recipe)
     _check_writable(recipe.run_dir)
     L.seed_everything(recipe.train.seed, workers=True, verbose=False)
@@ -282,6 +286,7 @@ def train(
         train_images_per_s=throughput.images_per_s,
         is_global_zero=trainer.is_global_zero,
         history=[dict(h) for h in module.history],
+        skipped=dm.skipped_images(),
     )
     if trainer.is_global_zero:
         (recipe.run_dir / "summary.json").write_text(json.dumps(result.to_dict(), indent=1))
@@ -321,4 +326,5 @@ def evaluate(
         results_file=str(results_file) if results_file else None,
         n_results=len(module.evaluator.last_results) if module.evaluator is not None else None,
         is_global_zero=trainer.is_global_zero,
+        skipped=dm.skipped_images(),
     )

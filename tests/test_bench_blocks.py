@@ -37,10 +37,11 @@ def test_peak_step_bytes_sees_a_freed_temporary_and_what_is_kept():
 def test_quick_run_writes_peak_memory_and_ratios(tmp_path, capsys):
     bench = load_bench()
     out = tmp_path / "bench.json"
-    args = ["--shapes", "2x64x12x10", "--blocks", "conv", "pyconv", "--reps", "2", "--warmup", "1"]
+    blocks = ["conv", "pyconv", "dynamic[unfold]"]  # the last with a named backend
+    args = ["--shapes", "2x64x12x10", "--blocks", *blocks, "--reps", "2", "--warmup", "1"]
     assert bench.main([*args, "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["results"]
-    assert [r["block"] for r in rows] == ["conv", "pyconv"]
+    assert [r["block"] for r in rows] == blocks
     for r in rows:
         assert r["peak_mb"] > 0 and r["train_ms"] > 0
     assert rows[0]["train_x_conv"] == 1.0

@@ -5,7 +5,8 @@ import warnings
 
 import pytest
 import torch
-from helpers import ROOT, TINY, tool
+from helpers import ROOT, TINY
+from test_robust_recipes import run_tool
 
 from models.compare.train_cost import train_step_costs
 from models.recipe import load_recipe
@@ -37,19 +38,20 @@ def test_train_step_costs_time_every_variant_at_its_batch_size():
         )
 
 
-def test_quick_run_writes_a_row_per_recipe(tmp_path):
+def test_quick_run_writes_a_row_per_recipe(tmp_path, monkeypatch, capsys):
     out = tmp_path / "models.json"
     recipes = [str(ROOT / "configs/pose_baseline.yaml"), str(ROOT / "configs/pose_coordconv.yaml")]
-    proc = tool("bench_models.py", *recipes, *TINY, "--reps", "1", "--warmup", "0", "--out", str(out))
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    argv = [*recipes, *TINY, "--reps", "1", "--warmup", "0", "--out", str(out)]
+    code, stdout, stderr = run_tool("bench_models.py", argv, monkeypatch, capsys, trap=False)
+    assert code == 0, stderr[-2000:]
     rows = json.loads(out.read_text())["models"]
     assert list(rows) == ["pose_baseline", "pose_coordconv"]
     assert rows["pose_coordconv"]["params"] > rows["pose_baseline"]["params"]  # coordinate weights
-    assert "pose_coordconv" in proc.stdout and "x first" in proc.stdout
+    assert "pose_coordconv" in stdout and "x first" in stdout
 
 
-def test_bad_input_is_one_line():
-    proc = tool("bench_models.py", "model.backbone.name=resnet18")
-    assert proc.returncode == 2 and proc.stderr.startswith("error: no recipe given") and "Traceback" not in proc.stderr
-    proc = tool("bench_models.py", str(ROOT / "configs/nope.yaml"))
-    assert proc.returncode == 2 and "nope.yaml" in proc.stderr and "Traceback" not in proc.stderr
+def test_bad_input_is_one_line(monkeypatch, capsys):
+    code, _, stderr = run_tool("bench_models.py", ["model.backbone.name=resnet18"], monkeypatch, capsys, trap=False)
+    assert code == 2 and stderr.startswith("error: no recipe given") and "Traceback" not in stderr
+    code, _, stderr = run_tool("bench_models.py", [str(ROOT / "configs/nope.yaml")], monkeypatch, capsys, trap=False)
+    assert code == 2 and "nope.yaml" in stderr and "Traceback" not in stderr

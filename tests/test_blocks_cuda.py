@@ -5,8 +5,9 @@ Skipped where no CUDA device is present (CI and the 2-core development machines)
 
 import pytest
 import torch
+from helpers import deform
 
-from convblocks import build_block, deform_conv2d, list_blocks
+from convblocks import build_block, list_blocks
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 ALL = sorted(list_blocks())
@@ -63,6 +64,6 @@ def test_cuda_deform_functional_equals_cpu(impl):
     offset = 3 * torch.randn(2, 2 * 2 * 9, 9, 7, generator=g)
     mask = torch.rand(2, 2 * 9, 9, 7, generator=g)
     weight = torch.randn(6, 4, 3, 3, generator=g)
-    ref = deform_conv2d(x, offset, weight, None, 1, 1, 1, mask, impl="torchvision")
-    out = deform_conv2d(x.cuda(), offset.cuda(), weight.cuda(), None, 1, 1, 1, mask.cuda(), impl=impl)
+    ref = deform(x, offset, weight, None, 1, 1, 1, mask, impl="torchvision")
+    out = deform(x.cuda(), offset.cuda(), weight.cuda(), None, 1, 1, 1, mask.cuda(), impl=impl)
     torch.testing.assert_close(out.cpu(), ref, rtol=1e-4, atol=1e-4)

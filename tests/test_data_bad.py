@@ -87,8 +87,10 @@ def test_unreadable_image_raises_naming_the_file(mini) -> None:
         ([{"image_id": 1, "bbox": [0, 0, 1, 1], "score": 1}], "not a COCO annotation file.*det_file"),
         ({"images": [], "annotations": []}, "expected a dict with lists 'images', 'annotations', 'categories'"),
         ({"images": [], "annotations": [{"id": 1}], "categories": []}, "each annotation needs"),
-        ({"images": [{"id": 1}], "annotations": [{"id": 1, "image_id": 9, "category_id": 1, "bbox": [0, 0, 1, 1]}],
+        ({"images": [{"id": 1, "file_name": "a.jpg", "width": 4, "height": 4}],
+          "annotations": [{"id": 1, "image_id": 9, "category_id": 1, "bbox": [0, 0, 1, 1]}],
           "categories": []}, "missing from 'images'"),
+        ({"images": [{"id": 1}], "annotations": [], "categories": []}, "each image needs id, file_name"),
     ],
 )  # fmt: skip
 def test_bad_annotation_files_fail_with_one_clear_line(tmp_path: Path, content, message: str) -> None:

@@ -5,16 +5,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
+from helpers import deform
 
-from convblocks import (
-    DeformConv2d,
-    ModulatedDeformConv2d,
-    build_block,
-    deform_conv2d,
-    deform_cpu,
-    deform_fused,
-    param_groups,
-)
+from convblocks import DeformConv2d, ModulatedDeformConv2d, build_block, deform_conv2d, param_groups
+from convblocks.kernels import deform_fused, deform_native, use_backend
+
+pytestmark = pytest.mark.kernels  # the blocks on top of the compiled kernels, where built
 
 IMPLS = ["fused", "native", "reference", "torchvision"]
 
@@ -52,7 +48,7 @@ def test_functional_equals_torchvision_forward_and_backward(impl, modulated):
     x, offset, weight, bias, stride, pad, dil, mask = random_case(torch.float64)
     mask = mask if modulated else None
     leaves = [t.requires_grad_() for t in (x, offset, weight, bias)] + ([mask.requires_grad_()] if modulated else [])
-    ours = deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl=impl)
+    ours = deform(x, offset, weight, bias, stride, pad, dil, mask, impl=impl)
     ref = torchvision.ops.deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask)
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
     go = torch.randn_like(ref)
@@ -65,7 +61,7 @@ def test_functional_equals_torchvision_forward_and_backward(impl, modulated):
 @pytest.mark.parametrize("impl", ["fused", "native"])
 def test_float32_equals_torchvision_at_1e5(impl):
     x, offset, weight, bias, stride, pad, dil, mask = random_case(torch.float32, c=16, cout=16, hw=(12, 10))
-    ours = deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl=impl)
+    ours = deform(x, offset, weight, bias, stride, pad, dil, mask, impl=impl)
     ref = torchvision.ops.deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
 
@@ -86,7 +82,7 @@ def test_gradcheck_float64(impl):
     )
     offset = offset * 0.3 + 0.37  # keep sample points off the integer grid, where bilinear has kinks
     args = [t.requires_grad_() for t in (x, offset, weight, bias, mask)]
-    fn = lambda x, o, w, b, m: deform_conv2d(x, o, w, b, stride, pad, dil, m, impl=impl)  # noqa: E731
+    fn = lambda x, o, w, b, m: deform(x, o, w, b, stride, pad, dil, m, impl=impl)  # noqa: E731
     assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-5)
 
 
@@ -103,12 +99,12 @@ def test_block_at_init_equals_conv_with_same_weights(name, impl):
         dilation=2,
         groups=2,
         deform_groups=4,
-        impl=impl,
         **opts,
     )
     x = torch.randn(2, 8, 11, 9)
     ref = F.conv2d(x, block.weight, block.bias, block.stride, block.padding, block.dilation, block.groups)
-    torch.testing.assert_close(block(x), ref, rtol=1e-5, atol=1e-5)
+    with use_backend(deform_conv2d=impl):
+        torch.testing.assert_close(block(x), ref, rtol=1e-5, atol=1e-5)
 
 
 def test_dcnv2_sigmoid_mask_is_half_at_init():
@@ -170,12 +166,13 @@ def test_functional_rejects_mismatched_offsets():
 @pytest.mark.parametrize("impl", IMPLS)
 def test_bf16_autocast_matches_float32(impl):
     torch.manual_seed(0)
-    block = ModulatedDeformConv2d(16, 16, 3, impl=impl)
+    block = ModulatedDeformConv2d(16, 16, 3)
     nn.init.normal_(block.conv_offset.weight, std=0.05)
     x = torch.randn(2, 16, 12, 10)
-    ref = block(x)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = block(x)
+    with use_backend(deform_conv2d=impl):
+        ref = block(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = block(x)
     assert out.shape == ref.shape and torch.isfinite(out).all()
     assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max()
 
@@ -197,8 +194,8 @@ def test_native_keeps_no_columns_for_backward():
     x, offset, weight, bias, stride, pad, dil, mask = random_case(c=32, cout=32, hw=(24, 20), groups=1)
     for t in (x, offset, weight, mask):  # as inside a block: everything is trained
         t.requires_grad_()
-    ref = saved_bytes(lambda: deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl="reference"))
-    ours = saved_bytes(lambda: deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl="native"))
+    ref = saved_bytes(lambda: deform(x, offset, weight, bias, stride, pad, dil, mask, impl="reference"))
+    ours = saved_bytes(lambda: deform(x, offset, weight, bias, stride, pad, dil, mask, impl="native"))
     columns = x.shape[0] * 32 * 9 * offset.shape[-2] * offset.shape[-1] * 4
     assert ref >= columns  # the autograd formulation keeps the columns (and more)
     assert ours < columns / 2  # native keeps input, grid and mask only
@@ -206,19 +203,19 @@ def test_native_keeps_no_columns_for_backward():
 
 def test_chunks_are_a_multiple_of_the_thread_count():
     threads = torch.get_num_threads()
-    per = deform_fused.CHUNK_BYTES // (3 * threads) + 1  # fits 3·threads - 1 samples: round down
-    assert deform_fused.chunk_size(1000, per) % threads == 0
-    assert deform_fused.chunk_size(1000, deform_fused.CHUNK_BYTES * 10) == threads  # huge samples: one per thread
-    assert deform_fused.chunk_size(1, 1) == 1
+    per = deform_native.CHUNK_BYTES // (3 * threads) + 1  # fits 3·threads - 1 samples: round down
+    assert deform_native.chunk_size(1000, per) % threads == 0
+    assert deform_native.chunk_size(1000, deform_native.CHUNK_BYTES * 10) == threads  # huge samples: one per thread
+    assert deform_native.chunk_size(1, 1) == 1
 
 
-@pytest.mark.parametrize("impl,module", [("native", deform_fused), ("fused", deform_cpu)])
+@pytest.mark.parametrize("impl,module", [("native", deform_native), ("fused", deform_fused)])
 def test_several_chunks_with_a_broadcast_gradient_equal_torchvision(monkeypatch, impl, module):
     """Chunks of 2 samples (5 = 2 + 2 + 1), groups and offset groups, the expanded gradient of ``.sum()``."""
     monkeypatch.setattr(module, "chunk_size", lambda n, per_sample_bytes: 2)
     x, offset, weight, bias, stride, pad, dil, mask = random_case(torch.float64, n=5)
     leaves = [t.requires_grad_() for t in (x, offset, weight, bias, mask)]
-    ours = deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl=impl)
+    ours = deform(x, offset, weight, bias, stride, pad, dil, mask, impl=impl)
     ref = torchvision.ops.deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask)
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
     g_ours = torch.autograd.grad(ours.sum(), leaves)  # grad_out is a stride-0 broadcast of one scalar
@@ -231,7 +228,7 @@ def test_several_chunks_with_a_broadcast_gradient_equal_torchvision(monkeypatch,
 def test_empty_batch_gives_an_empty_output_and_zero_gradients(impl):
     x, offset, weight, bias, stride, pad, dil, mask = random_case(n=0)
     leaves = [t.requires_grad_() for t in (x, offset, weight, bias, mask)]
-    out = deform_conv2d(x, offset, weight, bias, stride, pad, dil, mask, impl=impl)
+    out = deform(x, offset, weight, bias, stride, pad, dil, mask, impl=impl)
     assert out.shape == (0, weight.shape[0], *offset.shape[-2:])
     grads = torch.autograd.grad(out.sum(), leaves)
     assert [g.shape for g in grads] == [t.shape for t in leaves]

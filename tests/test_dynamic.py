@@ -6,6 +6,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from convblocks import DynamicConv2d, set_temperature, temperature_schedule
+from convblocks.kernels import dynamic_conv, set_backend, use_backend
+from convblocks.kernels.dynamic_conv import auto_backend, flat_bank
+
+pytestmark = pytest.mark.kernels  # the blocks on top of the compiled kernels, where built
+
+
+@pytest.fixture(autouse=True)
+def restore_backend():
+    """Each test may choose the dynamic conv backend (``make``); the next starts from the process's."""
+    with use_backend():
+        yield
 
 
 def naive(block: DynamicConv2d, x: torch.Tensor) -> torch.Tensor:
@@ -23,8 +34,10 @@ def naive(block: DynamicConv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 def make(impl="auto", groups=2, **kw):
+    """A block with peaked attention, and the process's dynamic conv backend set to ``impl``."""
+    set_backend("dynamic_conv2d", impl)
     torch.manual_seed(0)
-    block = DynamicConv2d(8, 12, 3, stride=2, dilation=1, groups=groups, impl=impl, temperature=2.0, **kw)
+    block = DynamicConv2d(8, 12, 3, stride=2, dilation=1, groups=groups, temperature=2.0, **kw)
     nn.init.normal_(block.fc2.weight, std=2.0)  # peaked attention: kernels really differ per sample
     return block
 
@@ -115,11 +128,11 @@ def test_auto_exports_with_dynamic_batch():
 def test_auto_under_compile_uses_per_sample_kernels_and_matches_naive(monkeypatch):
     """torch.compile specializes on the batch size, so ``auto`` need not pay the K× FLOPs of ``mixture``."""
 
-    def no_mixture(self, x, pi):
+    def no_mixture(*args):
         raise AssertionError("auto chose mixture under torch.compile")
 
     block = make("auto")
-    monkeypatch.setattr(DynamicConv2d, "forward_mixture", no_mixture)
+    monkeypatch.setattr(dynamic_conv, "_mixture", no_mixture)
     compiled = torch.compile(block, backend="eager", fullgraph=True)
     x = torch.randn(3, 8, 9, 9, requires_grad=True)
     out = compiled(x)
@@ -134,22 +147,23 @@ def test_auto_under_compile_uses_per_sample_kernels_and_matches_naive(monkeypatc
 def test_auto_takes_unfold_on_cpu_where_each_output_sums_many_inputs():
     """(C_in/g)·kh·kw ≥ UNFOLD_MIN_INPUTS: im2col + batched matmul; fewer: the grouped conv."""
     x = torch.randn(1, 128, 4, 4)
-    assert DynamicConv2d(128, 8, 3, padding=1).auto_impl(x) == "unfold"  # 1152
-    assert DynamicConv2d(64, 8, 3, padding=1).auto_impl(x[:, :64]) == "grouped"  # 576
-    assert DynamicConv2d(128, 8, 3, padding=1, groups=2).auto_impl(x) == "grouped"  # 576
-    assert DynamicConv2d(128, 8, 3, padding=1).auto_impl(x.to("meta")) == "grouped"  # not CPU
+    assert auto_backend(x, DynamicConv2d(128, 8, 3, padding=1).kernels) == "unfold"  # 1152
+    assert auto_backend(x[:, :64], DynamicConv2d(64, 8, 3, padding=1).kernels) == "grouped"  # 576
+    assert auto_backend(x, DynamicConv2d(128, 8, 3, padding=1, groups=2).kernels) == "grouped"  # 576
+    assert auto_backend(x.to("meta"), DynamicConv2d(128, 8, 3, padding=1).kernels) == "grouped"  # not CPU
 
 
 @pytest.mark.parametrize("impl", ["grouped", "unfold"])
 @pytest.mark.parametrize("groups", [1, 2])
 def test_channels_last_bank_uses_its_own_order_with_equal_results(impl, groups):
     """A channels-last weight is mixed in its memory order, (C_out, kh, kw, C_in/g), and the columns' rows follow."""
+    set_backend("dynamic_conv2d", impl)
     torch.manual_seed(0)
-    ref = DynamicConv2d(12, 8, 3, padding=1, groups=groups, impl=impl, temperature=1.0).double()
-    fast = DynamicConv2d(12, 8, 3, padding=1, groups=groups, impl=impl, temperature=1.0).double()
+    ref = DynamicConv2d(12, 8, 3, padding=1, groups=groups, temperature=1.0).double()
+    fast = DynamicConv2d(12, 8, 3, padding=1, groups=groups, temperature=1.0).double()
     fast.load_state_dict(ref.state_dict())
     fast = fast.to(memory_format=torch.channels_last)
-    assert fast._flat_bank()[1] and not ref._flat_bank()[1]
+    assert flat_bank(fast.kernels)[1] and not flat_bank(ref.kernels)[1]
     x = torch.randn(3, 12, 6, 5, dtype=torch.float64)
     xr, xf = x.clone().requires_grad_(), x.contiguous(memory_format=torch.channels_last).requires_grad_()
     out_r, out_f = ref(xr), fast(xf)
@@ -167,7 +181,7 @@ def test_inductor_compiles_the_unfold_formulation_with_eager_results():
     torch.manual_seed(0)
     block = DynamicConv2d(128, 16, 3, padding=1, temperature=1.0)
     x = torch.randn(3, 128, 6, 5, requires_grad=True)
-    assert block.auto_impl(x) == "unfold"
+    assert auto_backend(x, block.kernels) == "unfold"
     out, ref = torch.compile(block, fullgraph=True)(x), block(x)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     g = torch.randn_like(ref)
@@ -178,8 +192,9 @@ def test_inductor_compiles_the_unfold_formulation_with_eager_results():
 
 def test_unfold_formulation_trains_under_bf16_autocast():
     """Under CPU autocast the product runs in bfloat16; the gradients reach input and kernels, finite."""
+    set_backend("dynamic_conv2d", "unfold")
     torch.manual_seed(0)
-    block = DynamicConv2d(128, 16, 3, padding=1, impl="unfold")
+    block = DynamicConv2d(128, 16, 3, padding=1)
     x = torch.randn(2, 128, 6, 5, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = block(x)

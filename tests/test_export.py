@@ -14,8 +14,9 @@ import torch
 from helpers import ROOT
 
 from convblocks import build_block, list_blocks
+from convblocks.kernels import BACKENDS, backend
 from models.export import dynamic_size, example_input, export_model, max_difference, run_exported
-from models.export_blocks import adaptive_avg_pool_matmul, exportable
+from models.export_blocks import adaptive_avg_pool_matmul, export_backends, exportable
 from models.recipe import load_recipe
 from models.registry import build_model
 from models.runner import build_module
@@ -91,13 +92,12 @@ def test_adaptive_pool_as_matmuls_equals_pytorch(h: int, w: int) -> None:
     torch.testing.assert_close(adaptive_avg_pool_matmul(pool, x), pool(x), rtol=0, atol=1e-12)
 
 
-def test_export_settings_are_restored() -> None:
-    names = ("dcnv2", "pyconv", "dynamic")
-    net = torch.nn.Sequential(*(build_block(n, in_channels=64, out_channels=64) for n in names))
-    before = [(m.impl, getattr(m, "layout", None)) for m in net]
+def test_export_backends_are_restored() -> None:
+    net = build_block("dcnv2", in_channels=8, out_channels=8)
+    before = {op: backend(op) for op in BACKENDS}
     with exportable(net):
-        assert [m.impl for m in net] == ["torchvision", "direct", "mixture"] and net[1].layout == "input"
-    assert [(m.impl, getattr(m, "layout", None)) for m in net] == before
+        assert {op: backend(op) for op in BACKENDS} == export_backends()
+    assert {op: backend(op) for op in BACKENDS} == before
     head = build_block("pyconv_global_head", in_channels=16, out_channels=16)
     with exportable(head):
         assert "forward" in vars(head.pool)

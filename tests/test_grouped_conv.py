@@ -1,10 +1,14 @@
-"""Equivalent formulations of a grouped conv (convblocks/grouped_conv.py) against F.conv2d, and their use in PyConv."""
+"""Equivalent formulations of a grouped conv (convblocks/kernels/grouped_conv.py) against F.conv2d, and PyConv."""
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import first_then_slow, needs_kernels
 
-from convblocks import PyConv2d, cpu_ext, grouped_conv, grouped_kernels, pyconv
+from convblocks import BlockConfigError, PyConv2d, build_block
+from convblocks.kernels import cpu_ext, grouped_conv, grouped_kernels, pyconv_ops, set_backend, use_backend
+
+pytestmark = pytest.mark.kernels
 
 
 def grads_of(fn, leaves, go):
@@ -93,22 +97,21 @@ def test_weight_from_transposed_inverts_transposed_weight():
 def test_pyconv_uses_the_fast_forms_in_training_with_direct_results(monkeypatch):
     """64 channels: with the extension, levels 2-4 (5×5, 7×7, 9×9: 4, 2, 1 outputs per group) run the compiled
     one-pass forward; without it, levels 2-3 go transposed in training and level 4 as a depthwise conv and
-    sums. Results and gradients equal ``impl="direct"``. Without gradients, no transposed form."""
+    sums. Results and gradients equal the ``direct`` backend's. Without gradients, no transposed form."""
     used, compiled = [], []
     for name in ("conv2d_as_transposed", "conv2d_as_depthwise_sum"):
-        real = getattr(pyconv, name)
-        monkeypatch.setattr(pyconv, name, lambda *a, _real=real, _name=name: used.append(_name) or _real(*a))
+        real = getattr(pyconv_ops, name)
+        monkeypatch.setattr(pyconv_ops, name, lambda *a, _real=real, _name=name: used.append(_name) or _real(*a))
     real_forward = grouped_conv.grouped_forward
     monkeypatch.setattr(grouped_conv, "grouped_forward", lambda *a: compiled.append(a[1].shape) or real_forward(*a))
-    fast = PyConv2d(64, 64, 3, layout="channels_last").double()
-    direct = PyConv2d(64, 64, 3, layout="channels_last", impl="direct").double()
-    direct.load_state_dict(fast.state_dict())
+    block = PyConv2d(64, 64, 3).double()
     x = torch.randn(2, 64, 10, 8, dtype=torch.float64)
-    leaves_fast = [x.clone().requires_grad_(), *fast.parameters()]
-    leaves_direct = [x.clone().requires_grad_(), *direct.parameters()]
+    leaves_fast = [x.clone().requires_grad_(), *block.parameters()]
+    leaves_direct = [x.clone().requires_grad_(), *block.parameters()]
     go = torch.randn(2, 64, 10, 8, dtype=torch.float64)
-    a = grads_of(lambda *_: fast(leaves_fast[0]), leaves_fast, go)
-    b = grads_of(lambda *_: direct(leaves_direct[0]), leaves_direct, go)
+    a = grads_of(lambda *_: block(leaves_fast[0]), leaves_fast, go)
+    with use_backend(pyconv2d="direct"):
+        b = grads_of(lambda *_: block(leaves_direct[0]), leaves_direct, go)
     if cpu_ext.available():
         assert used == ["conv2d_as_depthwise_sum"] * 3
         assert compiled == [(5, 5, 4, 64), (7, 7, 2, 64), (9, 9, 1, 64)]  # (kh, kw, outputs per group, channels)
@@ -118,37 +121,35 @@ def test_pyconv_uses_the_fast_forms_in_training_with_direct_results(monkeypatch)
         torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-10)
     used.clear()
     with torch.no_grad():
-        torch.testing.assert_close(fast(x), direct(x), rtol=1e-10, atol=1e-10)
+        fast = block(x)
+        with use_backend(pyconv2d="direct"):
+            torch.testing.assert_close(fast, block(x), rtol=1e-10, atol=1e-10)
     assert used == ["conv2d_as_depthwise_sum"] * (3 if cpu_ext.available() else 1)
 
 
-def test_pyconv_rejects_an_unknown_impl():
-    with pytest.raises(ValueError, match="impl must be one of auto, direct"):
-        PyConv2d(16, 16, impl="fast")
+def test_pyconv_rejects_an_implementation_argument_and_an_unknown_backend():
+    with pytest.raises(BlockConfigError, match="block 'pyconv' takes no 'impl': .*set_backend"):
+        build_block("pyconv", in_channels=16, out_channels=16, impl="direct")
+    with pytest.raises(ValueError, match="pyconv2d backend must be one of auto, direct, reference"):
+        set_backend("pyconv2d", "fast")
 
 
-needs_kernel = pytest.mark.skipif(not cpu_ext.available(), reason="the CPU extension could not be built here")
+WGRAD_CASES = [
+    (64, 16, 1, 9, 1, 4, 1, 11),
+    (40, 8, 1, 5, 2, 1, 1, 11),
+    (24, 24, 1, 3, 1, 2, 2, 11),
+    (36, 4, 1, 7, 2, 3, 1, 11),
+    (20, 2, 1, 11, 1, 5, 1, 11),
+    (64, 8, 2, 7, 1, 3, 1, 45),  # PyConv's 7x7 level; rows wider than the register window, with a tail
+    (64, 4, 4, 5, 1, 2, 1, 37),
+    (48, 16, 1, 9, 1, 4, 1, 40),
+    (32, 8, 2, 3, 1, 0, 1, 35),  # no padding: every window inside the row
+    (36, 4, 2, 3, 1, 1, 1, 30),  # 9 channels per group: off the vector, the tail loop
+]
 
 
-@needs_kernel
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize(
-    "channels,groups,outputs,k,stride,padding,dilation,width",
-    [
-        (64, 16, 1, 9, 1, 4, 1, 11),
-        (40, 8, 1, 5, 2, 1, 1, 11),
-        (24, 24, 1, 3, 1, 2, 2, 11),
-        (36, 4, 1, 7, 2, 3, 1, 11),
-        (20, 2, 1, 11, 1, 5, 1, 11),
-        (64, 8, 2, 7, 1, 3, 1, 45),  # PyConv's 7x7 level; rows wider than the register window, with a tail
-        (64, 4, 4, 5, 1, 2, 1, 37),
-        (48, 16, 1, 9, 1, 4, 1, 40),
-        (32, 8, 2, 3, 1, 0, 1, 35),  # no padding: every window inside the row
-        (36, 4, 2, 3, 1, 1, 1, 30),  # 9 channels per group: off the vector, the tail loop
-    ],
-)
-def test_compiled_weight_gradient_equals_onednn(dtype, channels, groups, outputs, k, stride, padding, dilation, width):
-    """Channel counts off the register vector (4, 8 or 16 lanes: 36, 20) exercise the tail loop."""
+def wgrad_case(dtype, channels, groups, outputs, k, stride, padding, dilation, width):
+    """The kernel's arguments (NHWC gradient and input, geometry) and oneDNN's weight gradient for them."""
     g = torch.Generator().manual_seed(channels + k)
     x = torch.randn(2, channels, 13, width, generator=g, dtype=dtype)
     weight = torch.randn(groups * outputs, channels // groups, k, k, generator=g, dtype=dtype)
@@ -156,13 +157,29 @@ def test_compiled_weight_gradient_equals_onednn(dtype, channels, groups, outputs
     go = torch.randn_like(F.conv2d(x, weight, None, s, p, d, groups))
     ref = torch.ops.aten.convolution_backward(go, x, weight, None, s, p, d, False, [0, 0], groups, [False, True, False])
     nhwc = (go.permute(0, 2, 3, 1).contiguous(), x.permute(0, 2, 3, 1).contiguous())
-    ours = grouped_kernels.grouped_wgrad(*nhwc, [k, k], s, p, d, groups)
+    return (*nhwc, [k, k], s, p, d, groups), ref[1]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("channels,groups,outputs,k,stride,padding,dilation,width", WGRAD_CASES)
+def test_compiled_weight_gradient_equals_onednn(dtype, channels, groups, outputs, k, stride, padding, dilation, width):
+    """Channel counts off the register vector (4, 8 or 16 lanes: 36, 20) exercise the tail loop; the fake
+    implementation gives every case's shape (the full ``opcheck`` below)."""
+    args, ref = wgrad_case(dtype, channels, groups, outputs, k, stride, padding, dilation, width)
     tol = 1e-10 if dtype == torch.float64 else 1e-4
-    torch.testing.assert_close(ours, ref[1], rtol=tol, atol=tol)
-    torch.library.opcheck(grouped_kernels.grouped_wgrad.op, (*nhwc, [k, k], s, p, d, groups))
+    torch.testing.assert_close(grouped_kernels.grouped_wgrad(*args), ref, rtol=tol, atol=tol)
+    torch.library.opcheck(grouped_kernels.grouped_wgrad.op, args, test_utils="test_faketensor")
 
 
-@needs_kernel
+@needs_kernels
+@pytest.mark.parametrize("case", first_then_slow(WGRAD_CASES))
+def test_compiled_weight_gradient_passes_opcheck(case):
+    """Schema, autograd registration, fake implementation and AOT dispatch with dynamic shapes (seconds each)."""
+    torch.library.opcheck(grouped_kernels.grouped_wgrad.op, wgrad_case(torch.float64, *case)[0])
+
+
+@needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize(
     "channels,groups,outputs,k,padding,dilation_h",
@@ -199,7 +216,7 @@ def test_grouped_forward_applies_only_where_built():
     assert not applies(torch.Size([6, 4, 9, 9]), (1, 1), (1, 1), 6)  # 24 channels: not whole vectors
 
 
-@needs_kernel
+@needs_kernels
 @pytest.mark.parametrize("outputs,takes_kernel", [(1, True), (2, True), (4, False)])
 def test_training_takes_the_compiled_weight_gradient_and_falls_back_without_it(monkeypatch, outputs, takes_kernel):
     """Up to WGRAD_MAX_OUTPUTS outputs per group the compiled weight gradient; above, and without the
@@ -227,17 +244,32 @@ def test_training_takes_the_compiled_weight_gradient_and_falls_back_without_it(m
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-@needs_kernel
+GROUP_CASES = [(64, 16), (64, 8), (32, 16), (64, 4), (30, 10), (16, 1), (12, 12)]
+
+
+@needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("channels,groups", [(64, 16), (64, 8), (32, 16), (64, 4), (30, 10), (16, 1), (12, 12)])
+@pytest.mark.parametrize("channels,groups", GROUP_CASES)
 def test_compiled_group_sum_and_repeat_equal_torch(dtype, channels, groups):
     """Group sizes 4, 8, 2, 16 (unrolled), 3 (generic loop) and 1, and the inverse ``group_repeat`` (its
-    gradient); autograd and fake implementations via opcheck."""
+    gradient, checked through autograd in the ``opcheck`` test below)."""
     z = torch.randn(3, 5, 7, channels, generator=torch.Generator().manual_seed(channels), dtype=dtype)
     ours = grouped_kernels.group_sum(z, groups)
     torch.testing.assert_close(ours, z.unflatten(-1, (groups, -1)).sum(-1))
-    torch.library.opcheck(grouped_kernels.group_sum.op, (z.requires_grad_(), groups))
     y = torch.randn(3, 5, 7, groups, generator=torch.Generator().manual_seed(groups), dtype=dtype)
     repeated = grouped_kernels.group_repeat(y, channels // groups)
     assert torch.equal(repeated, y.repeat_interleave(channels // groups, dim=-1))
-    torch.library.opcheck(grouped_kernels.group_repeat.op, (y.requires_grad_(), channels // groups))
+    z.requires_grad_(), y.requires_grad_()
+    torch.library.opcheck(grouped_kernels.group_sum.op, (z, groups), test_utils="test_faketensor")
+    torch.library.opcheck(grouped_kernels.group_repeat.op, (y, channels // groups), test_utils="test_faketensor")
+
+
+@needs_kernels
+@pytest.mark.parametrize("case", first_then_slow(GROUP_CASES))
+def test_compiled_group_sum_and_repeat_pass_opcheck(case):
+    """Autograd registration (each is the other's gradient), fake implementations and AOT dispatch."""
+    channels, groups = case
+    z = torch.randn(3, 5, 7, channels, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(3, 5, 7, groups, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(grouped_kernels.group_sum.op, (z, groups))
+    torch.library.opcheck(grouped_kernels.group_repeat.op, (y, channels // groups))

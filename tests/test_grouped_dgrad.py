@@ -4,10 +4,11 @@ and its use in PyConv's backward."""
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import needs_kernels
 
-from convblocks import cpu_ext, grouped_conv, grouped_kernels
+from convblocks.kernels import grouped_conv, grouped_kernels
 
-pytestmark = pytest.mark.skipif(not cpu_ext.available(), reason="the CPU extension could not be built here")
+pytestmark = [pytest.mark.kernels, needs_kernels]
 
 
 def conv_input_grad(x, weight, padding, dilation_h, groups, go):

@@ -1,12 +1,13 @@
-"""Compiled im2col / col2im (convblocks/im2col.py) against F.unfold and F.fold: equal values and gradients."""
+"""Compiled im2col / col2im (convblocks/kernels/im2col.py) against F.unfold and F.fold: equal values and gradients."""
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import first_then_slow, needs_kernels
 
-from convblocks import cpu_ext, im2col
+from convblocks.kernels import cpu_ext, im2col
 
-needs_kernel = pytest.mark.skipif(not cpu_ext.available(), reason="the CPU extension could not be built here")
+pytestmark = pytest.mark.kernels
 
 # (N, C, H, W), kernel, stride, padding, dilation: square and not, strides, dilations, padding wider than the
 # kernel reach, a 1×1 kernel and a kernel as large as the padded input.
@@ -21,7 +22,7 @@ GEOMETRIES = [
 ]
 
 
-@needs_kernel
+@needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("shape,kernel,stride,padding,dilation", GEOMETRIES)
 def test_unfold_equals_f_unfold_with_gradients(shape, kernel, stride, padding, dilation, dtype):
@@ -36,20 +37,32 @@ def test_unfold_equals_f_unfold_with_gradients(shape, kernel, stride, padding, d
     assert torch.equal(torch.autograd.grad(ours, x, go)[0], torch.autograd.grad(ref, x, go)[0])
 
 
-@needs_kernel
+@needs_kernels
 @pytest.mark.parametrize("shape,kernel,stride,padding,dilation", GEOMETRIES[:4])
-def test_col2im_equals_f_fold_and_both_pass_opcheck(shape, kernel, stride, padding, dilation):
+def test_col2im_equals_f_fold(shape, kernel, stride, padding, dilation):
     g = torch.Generator().manual_seed(7)
     cols = F.unfold(torch.randn(shape, generator=g, dtype=torch.float64), kernel, dilation, padding, stride)
     cols = torch.randn(cols.shape, generator=g, dtype=torch.float64)
     args = ([*shape[-2:]], [*kernel], [*stride], [*padding], [*dilation], 0)
     assert torch.equal(im2col.col2im(cols, *args), F.fold(cols, shape[-2:], kernel, dilation, padding, stride))
     x = torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True)
-    torch.library.opcheck(im2col.im2col.op, (x, *args[1:]))
-    torch.library.opcheck(im2col.col2im.op, (cols.requires_grad_(), *args))
+    torch.library.opcheck(im2col.im2col.op, (x, *args[1:]), test_utils="test_faketensor")
+    torch.library.opcheck(im2col.col2im.op, (cols.requires_grad_(), *args), test_utils="test_faketensor")
 
 
-@needs_kernel
+@needs_kernels
+@pytest.mark.parametrize("case", first_then_slow(GEOMETRIES[:4]))
+def test_im2col_and_col2im_pass_opcheck(case):
+    """Schema, autograd registration (each is the other's gradient), fake implementation, AOT dispatch."""
+    shape, kernel, stride, padding, dilation = case
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    cols = F.unfold(x.detach(), kernel, dilation, padding, stride).requires_grad_()
+    args = ([*kernel], [*stride], [*padding], [*dilation], 0)
+    torch.library.opcheck(im2col.im2col.op, (x, *args))
+    torch.library.opcheck(im2col.col2im.op, (cols, [*shape[-2:]], *args))
+
+
+@needs_kernels
 def test_second_derivatives_through_col2im_and_back():
     x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
     torch.autograd.gradgradcheck(lambda t: im2col.unfold(t, (3, 3), (1, 1), (1, 1), (2, 1)) ** 2, (x,))
@@ -64,7 +77,7 @@ def test_other_dtypes_and_no_kernel_take_f_unfold(monkeypatch):
     assert type(out.grad_fn).__name__ == "Im2ColBackward0" and torch.equal(out, F.unfold(x, 3, 1, 1, 1))
 
 
-@needs_kernel
+@needs_kernels
 @pytest.mark.parametrize("groups", [1, 2, 6])
 def test_taps_first_rows_are_f_unfold_rows_reordered(groups):
     """Rows (group, tap, channel of the group): F.unfold's (channel, tap) rows permuted, gradients alike."""
@@ -76,10 +89,12 @@ def test_taps_first_rows_are_f_unfold_rows_reordered(groups):
     assert torch.equal(ours, ref)
     go = torch.randn(ref.shape, generator=g, dtype=torch.float64)
     assert torch.equal(torch.autograd.grad(ours, x, go)[0], torch.autograd.grad(ref, x, go)[0])
-    torch.library.opcheck(im2col.col2im.op, (go.requires_grad_(), [5, 7], [3, 2], [2, 1], [1, 1], [1, 2], groups))
+    col2im_args = (go.requires_grad_(), [5, 7], [3, 2], [2, 1], [1, 1], [1, 2], groups)
+    full = groups == 2  # one full opcheck (seconds); the fake implementation for every order
+    torch.library.opcheck(im2col.col2im.op, col2im_args, **({} if full else {"test_utils": "test_faketensor"}))
 
 
-@needs_kernel
+@needs_kernels
 @pytest.mark.parametrize("groups,order", [(1, 0), (2, 0), (2, 2)])
 def test_unfold_matmul_equals_matmul_of_columns_and_keeps_no_columns(groups, order):
     """Per-sample weights times the columns: equal to matmul over ``unfold``'s columns, forward and both

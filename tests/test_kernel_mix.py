@@ -1,16 +1,21 @@
-"""Dynamic conv's kernel mixing π @ bank through the compiled kernel (convblocks/kernel_mix.py) against matmul."""
+"""Dynamic conv's kernel mixing π @ bank through the compiled kernel (kernels/kernel_mix.py) against matmul."""
 
 import pytest
 import torch
+from helpers import first_then_slow, needs_kernels
 
-from convblocks import DynamicConv2d, cpu_ext, dynamic, kernel_mix
+from convblocks import DynamicConv2d
+from convblocks.kernels import cpu_ext, dynamic_conv, kernel_mix
 
-needs_kernel = pytest.mark.skipif(not cpu_ext.available(), reason="the CPU extension could not be built here")
+pytestmark = pytest.mark.kernels
 
 
-@needs_kernel
+MIX_CASES = [(3, 4, 1000), (1, 2, 37), (5, 8, 530), (2, 3, 1025), (4, 1, 7)]
+
+
+@needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("n,k,p", [(3, 4, 1000), (1, 2, 37), (5, 8, 530), (2, 3, 1025), (4, 1, 7)])
+@pytest.mark.parametrize("n,k,p", MIX_CASES)
 def test_mix_and_both_gradients_equal_matmul(n, k, p, dtype):
     """K = 2, 4, 8 take the unrolled loops, 1 and 3 the generic one; P off the chunk and vector sizes."""
     g = torch.Generator().manual_seed(n * k + p)
@@ -23,11 +28,25 @@ def test_mix_and_both_gradients_equal_matmul(n, k, p, dtype):
     torch.testing.assert_close(ours, ref, rtol=tol, atol=tol)
     for a, b in zip(torch.autograd.grad(ours, (pi, bank), go), torch.autograd.grad(ref, (pi, bank), go), strict=True):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    torch.library.opcheck(kernel_mix.mix_kernels_op.op, (pi, bank), test_utils="test_faketensor")
+    torch.library.opcheck(
+        kernel_mix.mix_kernels_backward.op, (go, pi.detach(), bank.detach()), test_utils="test_faketensor"
+    )
+
+
+@needs_kernels
+@pytest.mark.parametrize("case", first_then_slow(MIX_CASES))
+def test_mix_ops_pass_opcheck(case):
+    """Schema, autograd registration, fake implementations and AOT dispatch (seconds per call)."""
+    n, k, p = case
+    pi = torch.randn(n, k, dtype=torch.float64, requires_grad=True)
+    bank = torch.randn(k, p, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(kernel_mix.mix_kernels_op.op, (pi, bank))
+    go = torch.randn(n, p, dtype=torch.float64)
     torch.library.opcheck(kernel_mix.mix_kernels_backward.op, (go, pi.detach(), bank.detach()))
 
 
-@needs_kernel
+@needs_kernels
 def test_dynamic_conv_trains_through_the_kernel_with_matmul_results(monkeypatch):
     calls = []
     real = kernel_mix.mix_kernels_op
@@ -43,7 +62,7 @@ def test_dynamic_conv_trains_through_the_kernel_with_matmul_results(monkeypatch)
 
     ours = run()
     assert calls == [1]
-    monkeypatch.setattr(dynamic, "mix_kernels", lambda pi, bank: pi @ bank)
+    monkeypatch.setattr(dynamic_conv, "mix_kernels", lambda pi, bank: pi @ bank)
     for a, b in zip(ours, run(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 

@@ -1,15 +1,16 @@
-"""Layout changes through the compiled transpose (convblocks/layout.py) against Tensor.contiguous."""
+"""Layout changes through the compiled transpose (convblocks/kernels/layout.py) against Tensor.contiguous."""
 
 import pytest
 import torch
+from helpers import needs_kernels
 
-from convblocks import cpu_ext, layout
+from convblocks.kernels import cpu_ext, layout
 
-needs_kernel = pytest.mark.skipif(not cpu_ext.available(), reason="the CPU extension could not be built here")
+pytestmark = pytest.mark.kernels
 CL, NCHW = torch.channels_last, torch.contiguous_format
 
 
-@needs_kernel
+@needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(2, 64, 13, 11), (3, 5, 9, 17), (1, 16, 1, 1), (2, 3, 8, 8)])
 @pytest.mark.parametrize("src,dst", [(NCHW, CL), (CL, NCHW)])
@@ -29,7 +30,7 @@ def test_layout_change_equals_contiguous_with_gradients(dtype, shape, src, dst, 
     assert len(calls) == (0 if x.is_contiguous(memory_format=dst) else 2)  # forward and backward
 
 
-@needs_kernel
+@needs_kernels
 def test_transpose_last_opcheck_and_values():
     x = torch.randn(3, 10, 7, dtype=torch.float64, requires_grad=True)
     assert torch.equal(layout.transpose_last(x), x.transpose(1, 2))
@@ -49,7 +50,7 @@ def test_layout_change_without_the_kernel_or_for_other_tensors(monkeypatch):
     assert torch.equal(out, x) and out.is_contiguous(memory_format=CL)
 
 
-@needs_kernel
+@needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("hw", [(5, 7), (16, 8), (1, 1)])
 def test_cat_to_nchw_equals_cat_with_gradients(dtype, hw, monkeypatch):

@@ -4,6 +4,9 @@ import pytest
 import torch
 
 from convblocks import BlockConfigError, PyConv2d, build_block
+from convblocks.kernels import use_backend
+
+pytestmark = pytest.mark.kernels  # the blocks on top of the compiled kernels, where built
 
 
 @pytest.mark.parametrize(
@@ -60,15 +63,16 @@ def test_impossible_groups_get_clear_error():
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
 def test_channels_last_fast_path_equals_plain_layout(fmt):
-    fast = PyConv2d(64, 64, 3, stride=2, layout="channels_last")
-    plain = PyConv2d(64, 64, 3, stride=2, layout="input")
-    plain.load_state_dict(fast.state_dict())
+    block = PyConv2d(64, 64, 3, stride=2)
     x = torch.randn(2, 64, 13, 10).contiguous(memory_format=fmt).requires_grad_()
-    out_fast, out_plain = fast(x), plain(x)
+    with use_backend(pyconv2d="auto"):
+        out_fast = block(x)
+    with use_backend(pyconv2d="reference"):
+        out_plain = block(x)
     torch.testing.assert_close(out_fast, out_plain, rtol=1e-5, atol=1e-5)
     assert out_fast.is_contiguous(memory_format=fmt)  # handed back in the input's layout
     go = torch.randn_like(out_plain)
-    g_fast = torch.autograd.grad(out_fast, [x, *fast.parameters()], go)
-    g_plain = torch.autograd.grad(out_plain, [x, *plain.parameters()], go)
+    g_fast = torch.autograd.grad(out_fast, [x, *block.parameters()], go)
+    g_plain = torch.autograd.grad(out_plain, [x, *block.parameters()], go)
     for a, b in zip(g_fast, g_plain, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

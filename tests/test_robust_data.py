@@ -167,3 +167,96 @@ def test_zero_byte_image_in_a_data_set_names_the_file(copy) -> None:
     ds.instances[0].path.write_bytes(b"")
     with pytest.raises(DataError, match=rf"{name}' is an empty file"):
         ds[0]
+
+
+def _mutate(data: dict, path: str, value) -> dict:
+    """``data`` with ``path`` ("annotations.0.keypoints", "images.1.width") set to ``value`` (None deletes)."""
+    *parents, last = path.split(".")
+    node = data
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    if value is None:
+        del node[int(last) if isinstance(node, list) else last]
+    elif isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return data
+
+
+# Bad annotation files: (id, raw file text or (dotted path, new value), text the one-line error must contain).
+BAD_ANNOTATIONS = [
+    ("truncated_json", lambda text: text[: len(text) // 2], "is not valid JSON (line"),
+    ("not_utf8", lambda text: b"\xff\xfe" + text.encode(), "is not UTF-8"),
+    ("empty", lambda text: "", "is empty"),
+    ("a_list", lambda text: "[]", "not a COCO annotation file"),
+    ("deep", lambda text: "[" * 100000, "nested too deeply"),
+    ("keypoints_short", ("annotations.0.keypoints", [1.0, 2.0, 2]), "has 3 keypoint values, expected 3 x 17"),
+    ("keypoints_long", ("annotations.0.keypoints", [1.0] * 54), "has 54 keypoint values, expected 3 x 17"),
+    ("keypoints_text", ("annotations.0.keypoints", "x"), "keypoints value that is not a finite number"),
+    ("bbox_three", ("annotations.0.bbox", [1, 2, 3]), "bbox must be [x, y, w, h]"),
+    ("bbox_text", ("annotations.0.bbox", ["a", 1, 1, 1]), "bbox value that is not a finite number"),
+    ("bbox_null", ("annotations.0.bbox", None), "each annotation needs"),
+    ("ann_id_list", ("annotations.0.id", [1]), "each annotation needs an integer id"),
+    ("ann_image_id_dict", ("annotations.0.image_id", {"a": 1}), "each annotation needs an integer id"),
+    ("orphan_annotation", ("annotations.0.image_id", 999999), "image ids missing from 'images'"),
+    ("image_no_file_name", ("images.0.file_name", None), "each image needs id, file_name"),
+    ("image_zero_width", ("images.0.width", 0), "positive width and height"),
+    ("image_negative_height", ("images.0.height", -5), "positive width and height"),
+    ("image_nan_width", ("images.0.width", math.nan), "positive width and height"),
+    ("image_id_list", ("images.0.id", [785]), "each image needs id"),
+    ("category_not_dict", ("categories.0", "person"), "each category needs an integer id"),
+    ("category_keypoints_text", ("categories.0.keypoints", "nose"), "each category needs"),
+    ("no_categories", ("categories", None), "expected a dict with lists"),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "says"), BAD_ANNOTATIONS, ids=[c[0] for c in BAD_ANNOTATIONS])
+def test_bad_annotation_file_is_one_line_naming_it(copy, case, change, says) -> None:
+    root, data = copy
+    path = root / "test_coco.json"
+    if callable(change):
+        out = change(path.read_text())
+        path.write_bytes(out if isinstance(out, bytes) else out.encode())
+    else:
+        save(root, _mutate(data, *change))
+    with pytest.raises(DataError) as info:
+        CocoKeypointDataset(path, root, (64, 48))
+    message = str(info.value)
+    assert says in message and "test_coco.json" in message and "\n" not in message, message
+
+
+# Bad detection files: (id, change to the entry 3 or the whole list, text the error must contain).
+BAD_DETECTIONS = [
+    ("nan_score", ("3.score", math.nan), "not a finite number"),
+    ("inf_bbox", ("3.bbox", [1.0, 2.0, math.inf, 4.0]), "not a finite number"),
+    ("text_score", ("3.score", "high"), "not a finite number"),
+    ("unknown_image", ("3.image_id", 123456789), "image_id 123456789 which is not in the annotation file"),
+    ("image_id_list", ("3.image_id", [785]), "each entry needs image_id"),
+    ("bbox_number", ("3.bbox", 5), "each entry needs image_id, bbox"),
+    ("no_score", ("3.score", None), "each entry needs image_id, bbox"),
+    ("a_dict", lambda dets: {"results": dets}, "must be a JSON list"),
+    ("truncated", lambda dets: json.dumps(dets)[:50], "is not valid JSON"),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "says"), BAD_DETECTIONS, ids=[c[0] for c in BAD_DETECTIONS])
+def test_bad_detection_file_is_one_line_naming_it(copy, tmp_path, case, change, says) -> None:
+    root, _ = copy
+    dets = json.loads((root / "test_coco_det_AP_H_56.json").read_text())
+    out = change(dets) if callable(change) else _mutate(dets, *change)
+    bad = tmp_path / "dets ü.json"
+    bad.write_text(out if isinstance(out, str) else json.dumps(out))
+    with pytest.raises(DataError) as info:
+        CocoKeypointDataset(root / "test_coco.json", root, (64, 48), det_file=bad)
+    message = str(info.value)
+    assert says in message and "dets ü.json" in message and "\n" not in message, message
+
+
+def test_images_without_annotations_are_kept_for_scoring_and_give_no_samples(copy) -> None:
+    root, data = copy
+    only = data["images"][0]["id"]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] != only]
+    ds = CocoKeypointDataset(save(root, data), root, (64, 48))
+    assert only in ds.coco.imgs and only not in {inst.image_id for inst in ds.instances}
+    assert len(ds) == len([a for a in data["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"]])

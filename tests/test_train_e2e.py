@@ -15,6 +15,7 @@ import pytest
 import torch
 from helpers import ROOT, SAMPLE, TINY, tool
 
+from models import build_model
 from models.recipe import load_recipe
 from models.run_logs import read_csv_logs
 from models.runner import train
@@ -46,8 +47,12 @@ def test_train_writes_run_dir_and_eval_reproduces_its_ap(trained, tmp_path: Path
     assert [h["epoch"] for h in result.history] == sorted({h["epoch"] for h in result.history})
     assert steps == sorted(steps) and steps[-1] > 0
     assert 0 < result.history[-1]["train_seconds"] <= result.seconds
-    # The resolved config reloads to the same recipe, and the checkpoint stores it: eval needs no CONFIG.
-    assert load_recipe(run / "config.yaml").model == load_recipe(BASE, overrides).model
+    # The resolved config (the model's defaults filled in) reloads to the recipe as built, and the checkpoint
+    # stores it: eval needs no CONFIG.
+    saved, given = load_recipe(run / "config.yaml"), load_recipe(BASE, overrides)
+    assert saved.model == build_model(given.model).config
+    assert saved.model["head"]["final_kernel"] == 1 and saved.model["backbone"]["kwargs"] == {}
+    assert saved.model_dump(exclude={"model"}) == given.model_dump(exclude={"model"})
     out = tmp_path / "results.json"
     ev = run_json(tool("eval.py", "--checkpoint", result.best_checkpoint, "--json", "--out", str(out)))
     assert ev["metrics"] == pytest.approx(result.metrics, abs=1e-12)
@@ -88,6 +93,7 @@ def test_ddp_two_cpu_processes_give_the_same_ap_as_one(trained, tmp_path: Path) 
 KILLER = """
 import os, signal, sys
 import lightning as L
+from models import build_model
 from models.recipe import load_recipe
 from models.runner import train
 

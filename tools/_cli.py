@@ -53,13 +53,33 @@ def _ignore_signal(signum: int, frame: object) -> None:
     return None
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C: noted (Lightning turns it into ``exit(1)`` after its graceful shutdown), then Python's own."""
+    if os.getpid() == _MAIN_PID:
+        _INTERRUPTED.append(signum)
+    signal.default_int_handler(signum, frame)
+
+
 _MAIN_PID = os.getpid()
 _TERMINATED: list[int] = []
+_INTERRUPTED: list[int] = []
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is logged (a test's capture, a redirected stream)."""
+
+    @property
+    def stream(self):  # noqa: ANN201 - logging's own attribute
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
 
 
 def show_library_messages() -> None:
     """convzoo's own log lines (``data``, ``models``: skip counts, data-set sizes) on stderr as plain lines."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.setFormatter(logging.Formatter("%(message)s"))
     for name in ("data", "models"):
         logger = logging.getLogger(name)
@@ -82,7 +102,7 @@ def one_line(exc: BaseException) -> str:
 
 def run(main: Callable[[], int | None]) -> int:
     """Call ``main``; bad input prints ``error: ...`` (no traceback, unless CONVZOO_DEBUG=1) and returns 2;
-    SIGTERM, and Ctrl-C outside Lightning's fit (which shuts down on Ctrl-C itself), print one line and return
+    SIGTERM and Ctrl-C (in Lightning's fit too, after its graceful shutdown) print one line and return
     143 or 130 (the last epoch checkpoint stays for ``--resume``).
 
     Every tool first lets glibc keep freed memory for reuse (``models.allocator``; ``CONVZOO_MALLOC=system``
@@ -91,9 +111,16 @@ def run(main: Callable[[], int | None]) -> int:
     keep_freed_memory()
     show_library_messages()
     signal.signal(signal.SIGTERM, _raise_terminated)  # Lightning adds its own handler to this one during fit
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         return int(main() or 0)
     except KeyboardInterrupt:
+        print("interrupted; resume with --resume (the last epoch checkpoint is kept)", file=sys.stderr)
+        return 130
+    except SystemExit:
+        if not _INTERRUPTED:  # Lightning's exit(1) after Ctrl-C in fit: the same one line and code
+            raise
         print("interrupted; resume with --resume (the last epoch checkpoint is kept)", file=sys.stderr)
         return 130
     except Exception as exc:  # after a SIGTERM, whatever teardown raised is part of the stop

@@ -23,14 +23,64 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-import torch.nn as nn
-from _cli import machine_info
-from bench_peers import PEERS
-from torch.utils.flop_counter import FlopCounterMode
+DEFAULT_SHAPES = ["16x64x64x48", "16x256x16x12"]
+QUICK_SHAPES = ["4x64x32x24", "4x128x16x12"]
 
-import convblocks
-from models.allocator import keep_freed_memory
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (stdlib only: defined before torch is imported, so ``--help`` answers at once)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", nargs="+", help=f"NxCxHxW (default {' '.join(DEFAULT_SHAPES)})")
+    parser.add_argument("--blocks", nargs="+", help="subset of candidates (default: all)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--reps", type=int, default=None, help="timed rounds (median reported)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every candidate")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast")
+    parser.add_argument("--quick", action="store_true", help="small shapes, 3 rounds (smoke run)")
+    parser.add_argument(
+        "--malloc",
+        choices=("keep", "system"),
+        default="keep",
+        help="keep: glibc keeps freed memory for reuse, as tools/train.py does (default); system: glibc's defaults",
+    )
+    parser.add_argument("--out", default="runs/bench_blocks.json")
+    return parser
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # --help and bad options answer before torch and the blocks are imported
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+from _cli import machine_info  # noqa: E402
+from bench_peers import PEERS  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+import convblocks  # noqa: E402
+from convblocks.kernels import BACKENDS, use_backend  # noqa: E402
+from models.allocator import keep_freed_memory  # noqa: E402
+
+
+class WithBackend(nn.Module):
+    """``block`` run with the named backends of its ops (``convblocks.kernels.use_backend``): a variant to time."""
+
+    def __init__(self, block: nn.Module, backends: dict[str, str]) -> None:
+        super().__init__()
+        self.block, self.backends = block, backends
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with use_backend(**self.backends):
+            return self.block(x)
+
+
+def with_backend(name: str, **backends_and_options: str | int) -> Callable[[int], nn.Module]:
+    """Factory of block ``name`` (options: its arguments) run with the backends named (keys of ``BACKENDS``)."""
+    backends = {k: v for k, v in backends_and_options.items() if k in BACKENDS}
+    options = {k: v for k, v in backends_and_options.items() if k not in BACKENDS}
+    return lambda c: WithBackend(convblocks.build_block(name, in_channels=c, out_channels=c, **options), backends)
+
 
 # label → (factory(channels) -> module, peer label)
 CANDIDATES: dict[str, tuple[Callable[[int], nn.Module], str | None]] = {
@@ -42,7 +92,7 @@ CANDIDATES: dict[str, tuple[Callable[[int], nn.Module], str | None]] = {
     "deform": (lambda c: convblocks.build_block("deform", in_channels=c, out_channels=c), "tv_dcnv2"),
     "dcnv2": (lambda c: convblocks.build_block("dcnv2", in_channels=c, out_channels=c), "tv_dcnv2"),
     "dcnv2[native]": (  # pure PyTorch (sampling + matmul): on CUDA, the alternative to torchvision's kernel
-        lambda c: convblocks.build_block("dcnv2", in_channels=c, out_channels=c, impl="native"),
+        with_backend("dcnv2", deform_conv2d="native"),
         "tv_dcnv2",
     ),
     "dynamic": (
@@ -50,15 +100,15 @@ CANDIDATES: dict[str, tuple[Callable[[int], nn.Module], str | None]] = {
         "ref_dynamic_batchgroups",
     ),
     "dynamic[grouped]": (
-        lambda c: convblocks.build_block("dynamic", in_channels=c, out_channels=c, impl="grouped"),
+        with_backend("dynamic", dynamic_conv2d="grouped"),
         "ref_dynamic_batchgroups",
     ),
     "dynamic[unfold]": (
-        lambda c: convblocks.build_block("dynamic", in_channels=c, out_channels=c, impl="unfold"),
+        with_backend("dynamic", dynamic_conv2d="unfold"),
         "ref_dynamic_batchgroups",
     ),
     "dynamic[mixture]": (
-        lambda c: convblocks.build_block("dynamic", in_channels=c, out_channels=c, impl="mixture"),
+        with_backend("dynamic", dynamic_conv2d="mixture"),
         "ref_dynamic_batchgroups",
     ),
     "pyconv": (
@@ -66,13 +116,11 @@ CANDIDATES: dict[str, tuple[Callable[[int], nn.Module], str | None]] = {
         "ref_pyconv4_grouped",
     ),
     "pyconv[direct]": (
-        lambda c: convblocks.build_block("pyconv", in_channels=c, out_channels=c, levels=4, impl="direct"),
+        with_backend("pyconv", pyconv2d="direct", levels=4),
         "ref_pyconv4_grouped",
     ),
 }
 CANDIDATES.update({name: (lambda c, cls=cls: cls(c, c), None) for name, cls in PEERS.items()})
-DEFAULT_SHAPES = ["16x64x64x48", "16x256x16x12"]
-QUICK_SHAPES = ["4x64x32x24", "4x128x16x12"]
 
 
 def parse_shape(text: str) -> tuple[int, int, int, int]:
@@ -264,24 +312,9 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", nargs="+", help=f"NxCxHxW (default {' '.join(DEFAULT_SHAPES)})")
-    parser.add_argument("--blocks", nargs="+", default=list(CANDIDATES), help="subset of candidates")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--reps", type=int, default=None, help="timed rounds (median reported)")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--compile", action="store_true", help="torch.compile every candidate")
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast")
-    parser.add_argument("--quick", action="store_true", help="small shapes, 3 rounds (smoke run)")
-    parser.add_argument(
-        "--malloc",
-        choices=("keep", "system"),
-        default="keep",
-        help="keep: glibc keeps freed memory for reuse, as tools/train.py does (default); system: glibc's defaults",
-    )
-    parser.add_argument("--out", default="runs/bench_blocks.json")
+    parser = build_parser()
     args = parser.parse_args(argv)
+    args.blocks = args.blocks or list(CANDIDATES)
     kept = keep_freed_memory() if args.malloc == "keep" else False
     try:
         shapes = [parse_shape(s) for s in (args.shapes or (QUICK_SHAPES if args.quick else DEFAULT_SHAPES))]

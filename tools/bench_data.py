@@ -13,17 +13,18 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch.utils.data import DataLoader
-
-from data.coco_keypoints import CocoKeypointDataset
 from data.errors import DataError
-from data.synthetic import ensure_synthetic
+
+if TYPE_CHECKING:  # torch, OpenCV: imported after the arguments are parsed (``--help`` answers at once)
+    from data.coco_keypoints import CocoKeypointDataset
 
 
 def bench(ds: CocoKeypointDataset, workers: int, batch_size: int, batches: int) -> float:
     """Samples/s over `batches` batches after two warm-up batches (worker start-up, file cache excluded)."""
+    from torch.utils.data import DataLoader
+
     loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True)
     it = iter(loader)
     next(it)
@@ -51,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         help="intra-op threads in the main process (workers use 1); >1 makes collate contend",
     )
     args = parser.parse_args(argv)
+    import torch
+
+    from data.coco_keypoints import CocoKeypointDataset
+    from data.synthetic import ensure_synthetic
+
     torch.set_num_threads(args.torch_threads)
     try:
         if (args.ann is None) != (args.images is None):

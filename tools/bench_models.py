@@ -15,11 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
 from _cli import machine_info, run
 
-from models.compare.cost import model_costs
-from models.compare.train_cost import train_step_costs
 from models.recipe import RecipeError, load_recipe
 
 
@@ -38,6 +35,11 @@ def main() -> int:
     recipes = {Path(f).stem: load_recipe(f, overrides) for f in files}
     if len(recipes) != len(files):
         raise RecipeError("two recipes share a file name; give each recipe its own name")
+    import torch
+
+    from models.compare.cost import model_costs
+    from models.compare.train_cost import train_step_costs
+
     train = train_step_costs(recipes, args.reps, args.warmup, args.device)
     infer = model_costs(recipes, args.reps, args.warmup, args.device)
     first = next(iter(recipes))

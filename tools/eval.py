@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from _cli import run, stats_table
 
 from models.recipe import load_recipe
+from models.tasks import get_task
 
 
 def main() -> int:
@@ -38,11 +40,13 @@ def main() -> int:
     result = evaluate(recipe, args.checkpoint, det_file=args.det_boxes, flip=args.flip, results_file=args.out)
     if not result.is_global_zero:
         return 0
+    for line in result.skipped:  # data.missing_images: skip; at the end, where it is seen
+        print(line, file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
         return 0
     boxes = f"detections from {args.det_boxes}" if args.det_boxes else "GT boxes"
-    what = "keypoints" if recipe.task == "pose" else "bbox"
+    what = get_task(recipe.task).iou_type
     title = f"\n{recipe.name}: COCOeval {what} ({boxes if what == 'keypoints' else 'val'}); {result.scored}"
     print(stats_table(result.metrics, title))
     if args.out:

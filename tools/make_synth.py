@@ -12,14 +12,14 @@ import sys
 import time
 from pathlib import Path
 
-from data.baselines import mean_pose_ap
+from data.config import SyntheticOptions
 from data.errors import DataError
-from data.synthetic import SYNTH_PRESETS, SynthConfig, default_cache_dir, ensure_synthetic, generate
+from data.synthetic_presets import SYNTH_PRESETS
 from models.recipe import RecipeError, load_recipe
 
 
 def main(argv: list[str] | None = None) -> int:
-    defaults = SynthConfig()
+    defaults = SyntheticOptions()  # the generator's defaults, without importing it (OpenCV) for --help
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", nargs="?", help="a recipe: generate the synthetic set it trains on")
     parser.add_argument("--preset", choices=sorted(SYNTH_PRESETS), default="standard", help="difficulty")
@@ -28,10 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--size", type=int, default=defaults.width, help="square image side in pixels")
     parser.add_argument("--max-people", type=int, default=None, help="default: the preset's")
-    parser.add_argument("--cache-dir", type=Path, default=None, help=f"default: {default_cache_dir()}")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="default: runs/cache/synth ($CONVZOO_CACHE/synth)")
     parser.add_argument("--out", type=Path, default=None, help="write here instead of the cache (overwrites)")
     parser.add_argument("--baseline", action="store_true", help="also score the mean-pose baseline on val")
     args = parser.parse_args(argv)
+    from data.baselines import mean_pose_ap
+    from data.synthetic import SynthConfig, ensure_synthetic, generate
+
     try:
         if args.config:
             cfg = load_recipe(args.config).data.synthetic.synth_config()

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from _cli import run
 
-from models.compare.plots import plot_learning
 from models.recipe import RecipeError
 
 
@@ -43,6 +42,8 @@ def main() -> int:
                 f"| {name} | {int(h['epoch']) + 1} | {int(h['step'])} | {h['train_seconds'] / 60:.1f} | {h['AP']:.3f} |"
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    from models.compare.plots import plot_learning  # matplotlib: not needed for --help or a missing run
+
     plot_learning(histories, args.out, args.title)
     args.out.with_suffix(".json").write_text(json.dumps(histories, indent=1))
     print(f"wrote {args.out} and {args.out.with_suffix('.json')}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from _cli import run, stats_table
 
@@ -30,6 +31,8 @@ def main() -> int:
     result = train(recipe)
     if not result.is_global_zero:
         return 0
+    for line in result.skipped:  # data.missing_images: skip; at the end, where it is seen
+        print(line, file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
         return 0

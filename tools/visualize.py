@@ -12,12 +12,8 @@ from pathlib import Path
 
 from _cli import run
 
-from data import KeypointMeta, load_coco, read_image
-from data.config import resolve_paths
 from data.errors import DataError
-from data.visualize import compare_figure
 from models.recipe import load_recipe
-from models.runner import evaluate
 
 
 def main() -> int:
@@ -31,8 +27,14 @@ def main() -> int:
     parser.add_argument("--num", type=int, default=6, help="number of images (default 6)")
     parser.add_argument("--score-thr", type=float, default=0.3, help="hide predictions scoring below this")
     parser.add_argument("--out", help="output folder (default <run_dir>/vis)")
-    args = parser.parse_args()
-    recipe = load_recipe(args.config, args.overrides)
+    args = parser.parse_intermixed_args()  # overrides before or after the options
+    recipe = load_recipe(args.config, args.overrides)  # recipe errors before torch is imported
+    from data import KeypointMeta, load_coco, read_image
+    from data.config import resolve_paths
+    from data.visualize import compare_figure
+    from models.runner import evaluate
+    from models.tasks import get_task
+
     out = Path(args.out or recipe.run_dir / "vis")
     if args.checkpoint:
         results_file = out / "results.json"
@@ -47,7 +49,7 @@ def main() -> int:
     results = json.loads(results_file.read_text())
     paths = resolve_paths(recipe.data)
     coco = load_coco(paths["val_ann"])
-    kind = "keypoints" if recipe.task == "pose" else "bbox"
+    kind = get_task(recipe.task).iou_type
     skeleton = KeypointMeta.from_category(coco.dataset["categories"][0]).skeleton if kind == "keypoints" else ()
     by_image: dict[int, list[dict]] = {}
     for r in results:

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from ..runner import RunResult, build_datamodule, train
+from ..tasks import get_task
 from .bootstrap import load_resampler, paired_bootstrap
 from .cost import model_costs
 from .execute import RunRecord, execute
 from .plots import plot_ap, plot_curves
-from .report import BOX_STATS, POSE_STATS, markdown_table, run_rows, summarize, write_csv
+from .report import markdown_table, run_rows, summarize, write_csv
 from .spec import ComparisonSpec, PlannedRun, plan_runs
 
 
@@ -42,7 +43,7 @@ def bootstrap_diffs(
     dm.setup("validate")
     evaluator = dm.evaluator(recipe.eval.oks_nms, recipe.eval.visible_thr)
     image_ids = evaluator.image_ids or sorted(evaluator.gt.getImgIds())
-    iou_type = "keypoints" if recipe.task == "pose" else "bbox"
+    iou_type = get_task(recipe.task).iou_type
     sigmas = getattr(evaluator, "sigmas", None)
     resamplers: dict[str, list[Any]] = {}
     for r in records:
@@ -77,8 +78,7 @@ def run_comparison(
     start = time.perf_counter()
     runs = plan_runs(spec, folder, overrides)
     records = execute(runs, log, train_fn)
-    task = runs[0].recipe.task
-    stats = POSE_STATS if task == "pose" else BOX_STATS
+    stats = get_task(runs[0].recipe.task).stats
     baseline = spec.baseline_name
     log(f"bootstrap: {spec.bootstrap} paired replicates over images and seeds")
     diffs = bootstrap_diffs(runs, records, baseline, spec.bootstrap)

@@ -12,9 +12,6 @@ from typing import Any
 
 from .execute import RunRecord
 
-POSE_STATS = ("AP", "AP50", "AP75", "APm", "APl", "AR")
-BOX_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR")
-
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)

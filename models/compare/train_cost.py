@@ -29,9 +29,9 @@ def train_step_costs(
     for variant, recipe in recipes.items():
         datamodule = build_datamodule(recipe)
         datamodule.setup("fit")
-        batch = move_data_to_device(next(iter(datamodule.train_dataloader())), device)
         torch.manual_seed(recipe.train.seed)
-        module = build_module(recipe).to(device).train()
+        module = build_module(recipe, datamodule).to(device).train()  # the data then encodes the head's targets
+        batch = move_data_to_device(next(iter(datamodule.train_dataloader())), device)
         images = batch["image"].shape[0] if isinstance(batch, dict) else len(batch[0])
         steps[variant] = (module, build_optimizer(module.model, recipe.train.optimizer), batch, images)
     times: dict[str, list[float]] = {v: [] for v in steps}

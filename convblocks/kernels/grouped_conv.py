@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..conv import memory_format_of
 from . import cpu_ext
-from .conv import memory_format_of
 from .grouped_kernels import (
     KERNEL_WIDTHS,
     WGRAD_MAX_OUTPUTS,

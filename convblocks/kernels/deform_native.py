@@ -1,4 +1,4 @@
-"""Memory-lean deformable sampling + matmul with a hand-written backward, processed in batch chunks.
+"""The ``native`` backend of ``deform_conv2d``: deformable sampling + matmul in batch chunks, hand-written backward.
 
 The autograd formulation (``grid_sample`` → mask multiply → matmul) allocates several column tensors of
 ``C·kh·kw`` times the input size per step and keeps two of them for backward; on CPU those allocations

@@ -1,14 +1,15 @@
 """Deformable convolution as a function, in torchvision's offset/mask layout.
 
-``deform_conv2d`` has the signature of ``torchvision.ops.deform_conv2d`` and four implementations:
+``deform_conv2d`` has the signature of ``torchvision.ops.deform_conv2d`` and four implementations, chosen by
+``backend("deform_conv2d")``:
 
-- ``"fused"``: a compiled channels-last CPU kernel (``deform_cpu``) that samples and differentiates all taps
+- ``"fused"``: a compiled channels-last CPU kernel (``deform_fused``) that samples and differentiates all taps
   in one pass each, then one GEMM per chunk; borders and gradients exactly as torchvision's. The default
   on CPU; built on first use, ``native`` where it cannot be built.
 - ``"reference"``: bilinear sampling (``F.grid_sample``) of every kernel tap into a column tensor, then one
   batched matmul with the weights, differentiated by autograd. Pure PyTorch.
 - ``"native"``: the same arithmetic in batch chunks with a hand-written backward that keeps no columns
-  (``deform_fused``): less memory, far fewer large allocations, equal results.
+  (``deform_native``): less memory, far fewer large allocations, equal results.
 - ``"torchvision"``: torchvision's compiled kernel, run in float32 under autocast.
 
 Bilinear sampling has a kink at integer positions, where every tap sits at zero offsets. ``fused`` and
@@ -26,11 +27,10 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from . import cpu_ext, deform_cpu
-from .conv import IntOrPair, output_size, to_pair
-from .deform_fused import DeformSampleMatmul
-
-IMPLS = ("auto", "fused", "native", "reference", "torchvision")
+from ..conv import IntOrPair, output_size, to_pair
+from . import cpu_ext, deform_fused
+from .backends import backend
+from .deform_native import DeformSampleMatmul
 
 
 def _check_shapes(input, offset, weight, mask, out_hw) -> tuple[int, int]:
@@ -129,7 +129,7 @@ def _reference(input, offset, weight, bias, stride, padding, dilation, mask, out
 
 
 def _native(input, offset, weight, bias, stride, padding, dilation, mask, out_hw, groups):
-    """Chunked sampling + matmul with a hand-written backward (``deform_fused``)."""
+    """Chunked sampling + matmul with a hand-written backward (``deform_native``)."""
     n = input.shape[0]
     cout, cin_g, kh, kw = weight.shape
     sample_in, grid = sampling_grid(input, offset, (kh, kw), stride, padding, dilation)
@@ -143,16 +143,16 @@ def _native(input, offset, weight, bias, stride, padding, dilation, mask, out_hw
 def _fused_usable(input: torch.Tensor) -> bool:
     """The fused kernel runs on CPU tensors, where it was built. ``torch.compile`` keeps it as one custom op;
     ``jit.trace`` and ``torch.export`` make graphs meant to run elsewhere, so they record ``native``'s ops
-    (``cpu_ext.usable``); ``CONVZOO_DEFORM_KERNEL=0`` switches it off alone (``deform_cpu.available``)."""
-    return cpu_ext.usable(input) and deform_cpu.available()
+    (``cpu_ext.usable``); ``CONVZOO_DEFORM_KERNEL=0`` switches it off alone (``deform_fused.available``)."""
+    return cpu_ext.usable(input) and deform_fused.available()
 
 
 def _fused(input, offset, weight, bias, stride, padding, dilation, mask, out_hw, groups):
-    """The compiled channels-last CPU kernel (``deform_cpu``); ``native`` where it cannot run."""
+    """The compiled channels-last CPU kernel (``deform_fused``); ``native`` where it cannot run."""
     if not _fused_usable(input):
         return _native(input, offset, weight, bias, stride, padding, dilation, mask, out_hw, groups)
     geometry = (stride, padding, dilation)  # groups: C / weight.shape[1]
-    out = deform_cpu.deform_conv2d_fused(input, offset, mask, weight, geometry, _compute_dtype(input, weight))
+    out = deform_fused.deform_conv2d_fused(input, offset, mask, weight, geometry, _compute_dtype(input, weight))
     return _finish(out.reshape(input.shape[0], weight.shape[0], *out_hw), bias)
 
 
@@ -189,18 +189,15 @@ def deform_conv2d(
     padding: IntOrPair = 0,
     dilation: IntOrPair = 1,
     mask: torch.Tensor | None = None,
-    impl: str = "auto",
 ) -> torch.Tensor:
     """Deformable convolution (v1; v2 when ``mask`` is given) with externally supplied offsets.
 
     ``input (N, C, H, W)``, ``offset (N, 2·G·kh·kw, H_out, W_out)``, ``weight (C_out, C/groups, kh, kw)``,
     ``mask (N, G·kh·kw, H_out, W_out)`` → ``(N, C_out, H_out, W_out)``. Groups and offset groups are
-    inferred from the shapes, as in torchvision. ``impl``: ``"auto"`` (``fused`` on CPU, ``native`` while
-    tracing or exporting, torchvision's kernel elsewhere), ``"fused"``, ``"native"``,
-    ``"reference"`` or ``"torchvision"``.
+    inferred from the shapes, as in torchvision. Backend ``auto``: ``fused`` on CPU, ``native`` while tracing or
+    exporting, torchvision's kernel elsewhere.
     """
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+    impl = backend("deform_conv2d")
     stride, padding, dilation = to_pair(stride), to_pair(padding), to_pair(dilation)
     kh, kw = weight.shape[-2:]
     out_hw = output_size(tuple(input.shape[-2:]), (kh, kw), stride, padding, dilation)

@@ -1,4 +1,4 @@
-"""The fused CPU kernel for deformable convolution: build on first use, and its custom ops.
+"""The ``fused`` backend of ``deform_conv2d``: the compiled CPU kernel (built on first use) and its custom ops.
 
 ``csrc/deform_sample.cpp`` samples all kernel taps of a channels-last input into columns with one set of
 bilinear weights per point and a vectorised loop over channels, and does the whole backward (input,
@@ -19,7 +19,7 @@ import torch
 from torch.utils.flop_counter import register_flop_formula
 
 from . import cpu_ext
-from .deform_fused import chunk_size
+from .deform_native import chunk_size
 from .kernel_op import KernelOp
 from .layout import to_memory_format
 

@@ -74,6 +74,20 @@ def _ensure_ninja() -> None:
         pass
 
 
+def _build_dir() -> tuple[str, Path]:
+    """The extension's name and build folder (under ``TORCH_EXTENSIONS_DIR``)."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    name = f"convzoo_cpu_{_build_tag()}"
+    return name, Path(_get_build_directory(name, verbose=False))
+
+
+def built() -> bool:
+    """Whether the extension is already compiled for these sources and this CPU (nothing is built here)."""
+    name, build_dir = _build_dir()
+    return (build_dir / f"{name}.so").is_file()
+
+
 @lru_cache(maxsize=1)
 def extension() -> ModuleType | None:
     """The compiled extension, or None (with one warning saying why) where it cannot be built or is off."""
@@ -83,13 +97,12 @@ def extension() -> ModuleType | None:
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        from torch.utils.cpp_extension import _get_build_directory, load
+        from torch.utils.cpp_extension import load
 
         _ensure_ninja()
         flags = ["-O3", "-fopenmp"] + (["-march=native"] if platform.machine() in ("x86_64", "AMD64") else [])
-        tag = _build_tag()
-        name = f"convzoo_cpu_{tag}"
-        build_dir = Path(_get_build_directory(name, verbose=False))
+        name, build_dir = _build_dir()
+        tag = name.removeprefix("convzoo_cpu_")
         if not (build_dir / f"{name}.so").is_file():
             logging.getLogger(__name__).warning(
                 "convzoo: building the CPU kernels into %s (once per machine; 1-7 min on 2 cores; "
