@@ -162,7 +162,7 @@ def test_tool_exports_a_checkpoint_and_reports_the_difference(
     with torch.no_grad():
         expected = module.model.eval()(images).numpy()
     got = run_exported(tmp_path / "pose.onnx", images)[0]  # next to the checkpoint, the trained weights
-    assert got.shape == (4, 17, 32, 24) and abs(got - expected).max() <= TOL
+    assert got.shape == expected.shape == (4, 17, 64, 48) and abs(got - expected).max() <= TOL  # stride 2
     code, out, err = export_tool(monkeypatch, capfd, "--checkpoint", str(ckpt), "--format", "torchscript")
     assert code == 0 and abs(run_exported(tmp_path / "pose.pt", images)[0] - expected).max() <= TOL
 
