@@ -44,7 +44,7 @@ def test_summary_tool_prints_pyconvresnet50_table(capsys):
 def test_summary_tool_errors_are_one_line_exit_2(tmp_path, capsys):
     assert summary.main([str(tmp_path / "missing.yaml")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: cannot read config") and err.count("\n") == 1
+    assert err.startswith("error: config: file ") and "missing.yaml' not found" in err and err.count("\n") == 1
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"backbone": {"name": "resnet18", "blocks": [{"stage": 1, "block": "dcnv2"}]}}))
     assert summary.main([str(bad)]) == 2
