@@ -1,10 +1,10 @@
-"""The blocks made exportable: settings each block takes while it is traced, and the ONNX symbolic for DCN.
+"""The blocks made exportable: the op backends used while a model is traced, and the ONNX symbolic for DCN.
 
 Under ``exportable(model)``:
 - ``deform`` / ``dcnv2`` call torchvision's ``deform_conv2d`` op, which ``DEFORM_SYMBOLIC`` writes as ONNX
   ``DeformConv`` (opset 19; onnxruntime runs it on CPU, equal to torchvision's kernel). ``decompose=True`` records
   the ``reference`` formulation instead (``grid_sample`` + ``matmul``, standard ops any runtime has).
-- ``pyconv`` runs each level as a plain grouped ``nn.Conv2d`` on the input's layout (its CPU formulations reshape
+- ``pyconv`` runs each level as a plain grouped ``F.conv2d`` on the input's layout (its CPU formulations reshape
   the weights at run time, and the exporter needs kernels of known shape).
 - ``dynamic`` runs its ``mixture`` formulation (all K kernels in one conv, outputs mixed by π): no batch size in
   the graph, unlike the batch-as-groups form.
@@ -24,9 +24,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.utils import _pair
 
-from convblocks.deform import DeformConv2d
-from convblocks.dynamic import DynamicConv2d
-from convblocks.pyconv import PyConv2d
+from convblocks.kernels import use_backend
 
 OPSET = 19  # ONNX DeformConv appears in opset 19
 
@@ -81,34 +79,26 @@ def adaptive_avg_pool_matmul(module: nn.AdaptiveAvgPool2d, x: torch.Tensor) -> t
     return rows if bw is None else torch.matmul(rows, bin_matrix(w, bw, x).transpose(0, 1))
 
 
-def export_settings(module: nn.Module, decompose: bool = False) -> dict[str, object]:
-    """The attributes ``module`` takes while exported (empty for modules that need none)."""
-    if isinstance(module, DeformConv2d):
-        return {"impl": "reference" if decompose else "torchvision"}
-    if isinstance(module, PyConv2d):
-        return {"layout": "input", "impl": "direct"}
-    if isinstance(module, DynamicConv2d):
-        return {"impl": "mixture"}
-    return {}
+def export_backends(decompose: bool = False) -> dict[str, str]:
+    """The backend of each functional op while a model is exported (``convblocks.kernels.use_backend``)."""
+    return {
+        "deform_conv2d": "reference" if decompose else "torchvision",
+        "pyconv2d": "reference",
+        "dynamic_conv2d": "mixture",
+    }
 
 
 @contextmanager
 def exportable(model: nn.Module, decompose: bool = False) -> Iterator[nn.Module]:
     """``model`` with every block set up for tracing and export (see the module docstring); restored on exit."""
     register_symbolics()
-    saved: list[tuple[nn.Module, str, object]] = []
     pools: list[nn.AdaptiveAvgPool2d] = []
     try:
-        for module in model.modules():
-            for name, value in export_settings(module, decompose).items():
-                saved.append((module, name, getattr(module, name)))
-                setattr(module, name, value)
         pools = [m for m in model.modules() if isinstance(m, nn.AdaptiveAvgPool2d) and _pair(m.output_size) != (1, 1)]
         for pool in pools:  # an instance attribute shadows the class's forward until deleted
             pool.forward = lambda x, pool=pool: adaptive_avg_pool_matmul(pool, x)
-        yield model
+        with use_backend(**export_backends(decompose)):
+            yield model
     finally:
         for pool in pools:
             del pool.forward
-        for module, name, value in reversed(saved):
-            setattr(module, name, value)

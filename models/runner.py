@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from convblocks import BlockConfigError
 from data.datamodule import CocoDataModule, base_dataset
 
 from .callbacks import (
@@ -100,6 +102,20 @@ def build_module(
     return module
 
 
+def resolve_model(recipe: Recipe) -> Recipe:
+    """``recipe`` with its model section resolved, from the model built on the meta device (no memory, no
+    weights, no random draws): model errors surface here, before any data is read."""
+    try:
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")  # e.g. a checkpoint copied into meta parameters is a no-op
+            model = build_model(recipe.model)
+    except BlockConfigError:
+        raise
+    except Exception:  # noqa: BLE001 - something not built on the meta device: build it for real
+        model = build_model(recipe.model)
+    return resolved_recipe(recipe, model)
+
+
 def resolved_recipe(recipe: Recipe, model: torch.nn.Module) -> Recipe:
     """``recipe`` with the model section as ``build_model`` resolved it (every default filled in)."""
     config = getattr(model, "config", None)
@@ -131,6 +147,7 @@ def _resume_path(recipe: Recipe) -> str | None:
     path = last if recipe.train.resume is True else Path(recipe.train.resume)
     if not path.is_file():
         raise RecipeError(f"train.resume: {str(path)!r} not found; train without --resume first")
+    check_resume(path, recipe)
     return str(path)
 
 
@@ -228,15 +245,13 @@ def train(
     if recipe.train.torch_threads:
         torch.set_num_threads(recipe.train.torch_threads)
     check_accelerator(recipe.train)
+    recipe = resolve_model(recipe)  # every model default filled in: resume, config.yaml and the checkpoint see it
     resume = _resume_path(recipe)
     _check_writable(recipe.run_dir)
     L.seed_everything(recipe.train.seed, workers=True, verbose=False)
     dm = build_datamodule(recipe)
     dm.setup("fit")
     module = build_module(recipe, dm)
-    recipe = resolved_recipe(recipe, module.model)  # every model default filled in: config.yaml and resume see it
-    if resume is not None:
-        check_resume(resume, recipe)
     module.results_file = None if results_file is None else str(results_file)
     ckpt_dir = recipe.run_dir / "checkpoints"
     last = LastCheckpoint(ckpt_dir, recipe.train.checkpoint_every_n_steps)

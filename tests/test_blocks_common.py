@@ -5,6 +5,8 @@ import torch
 
 from convblocks import build_block, list_blocks
 
+pytestmark = pytest.mark.kernels  # the blocks on top of the compiled kernels, where built
+
 ALL = sorted(list_blocks())
 
 

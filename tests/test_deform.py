@@ -10,6 +10,8 @@ from helpers import deform
 from convblocks import DeformConv2d, ModulatedDeformConv2d, build_block, deform_conv2d, param_groups
 from convblocks.kernels import deform_fused, deform_native, use_backend
 
+pytestmark = pytest.mark.kernels  # the blocks on top of the compiled kernels, where built
+
 IMPLS = ["fused", "native", "reference", "torchvision"]
 
 

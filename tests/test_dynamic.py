@@ -9,6 +9,8 @@ from convblocks import DynamicConv2d, set_temperature, temperature_schedule
 from convblocks.kernels import dynamic_conv, set_backend, use_backend
 from convblocks.kernels.dynamic_conv import auto_backend, flat_bank
 
+pytestmark = pytest.mark.kernels  # the blocks on top of the compiled kernels, where built
+
 
 @pytest.fixture(autouse=True)
 def restore_backend():

@@ -5,22 +5,27 @@ TorchScript likewise. ONNX tests skip without the ``export`` extra (onnx, onnxru
 from __future__ import annotations
 
 import importlib.util
+import runpy
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, tool
+from helpers import ROOT
 
 from convblocks import build_block, list_blocks
+from convblocks.kernels import BACKENDS, backend
 from models.export import dynamic_size, example_input, export_model, max_difference, run_exported
-from models.export_blocks import adaptive_avg_pool_matmul, exportable
+from models.export_blocks import adaptive_avg_pool_matmul, export_backends, exportable
 from models.recipe import load_recipe
 from models.registry import build_model
+from models.runner import build_module
 
 HAS_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="onnx/onnxruntime not installed: pip install -e '.[export]'")
 BLOCKS = sorted(list_blocks())
 RECIPES = sorted(p.name for p in ROOT.glob("configs/*.yaml"))
+FAST_RECIPES = ("pose_baseline.yaml", "det_baseline.yaml")  # one pose, one detection recipe in the default run
 COCO_RECIPES = sorted(p.name for p in ROOT.glob("configs/coco/*.yaml"))
 TOL = 1e-4
 
@@ -87,13 +92,12 @@ def test_adaptive_pool_as_matmuls_equals_pytorch(h: int, w: int) -> None:
     torch.testing.assert_close(adaptive_avg_pool_matmul(pool, x), pool(x), rtol=0, atol=1e-12)
 
 
-def test_export_settings_are_restored() -> None:
-    names = ("dcnv2", "pyconv", "dynamic")
-    net = torch.nn.Sequential(*(build_block(n, in_channels=64, out_channels=64) for n in names))
-    before = [(m.impl, getattr(m, "layout", None)) for m in net]
+def test_export_backends_are_restored() -> None:
+    net = build_block("dcnv2", in_channels=8, out_channels=8)
+    before = {op: backend(op) for op in BACKENDS}
     with exportable(net):
-        assert [m.impl for m in net] == ["torchvision", "direct", "mixture"] and net[1].layout == "input"
-    assert [(m.impl, getattr(m, "layout", None)) for m in net] == before
+        assert {op: backend(op) for op in BACKENDS} == export_backends()
+    assert {op: backend(op) for op in BACKENDS} == before
     head = build_block("pyconv_global_head", in_channels=16, out_channels=16)
     with exportable(head):
         assert "forward" in vars(head.pool)
@@ -114,7 +118,7 @@ def export_recipe(path: Path, tmp_path: Path) -> None:
 
 @needs_onnx
 @pytest.mark.filterwarnings("ignore")
-@pytest.mark.parametrize("name", RECIPES)
+@pytest.mark.parametrize("name", [n if n in FAST_RECIPES else pytest.param(n, marks=pytest.mark.slow) for n in RECIPES])
 def test_every_shipped_recipe_exports_end_to_end(name: str, tmp_path: Path) -> None:
     export_recipe(ROOT / "configs" / name, tmp_path)
 
@@ -127,18 +131,52 @@ def test_every_coco_recipe_exports_end_to_end(name: str, tmp_path: Path) -> None
     export_recipe(ROOT / "configs/coco" / name, tmp_path)
 
 
+def export_tool(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """``tools/export.py ARGS`` in this process: exit code, stdout, stderr."""
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    monkeypatch.setattr(sys, "argv", ["export.py", *args])
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(ROOT / "tools/export.py"), run_name="__main__")
+    out, err = capfd.readouterr()
+    return exit_info.value.code, out, err
+
+
 @needs_onnx
-def test_tool_exports_a_recipe_and_reports_the_difference(tmp_path: Path) -> None:
-    out = tmp_path / "pose.onnx"
-    proc = tool("export.py", str(ROOT / "configs/pose_coordconv.yaml"), "--out", str(out))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "outputs: heatmaps" in proc.stdout and "input: images (batch, 3, H, W)" in proc.stdout
-    diff = float(proc.stdout.rsplit(":", 1)[1])
-    assert diff <= TOL
-    assert run_exported(out, torch.randn(4, 3, 96, 64))[0].shape == (4, 17, 24, 16)
+@pytest.mark.filterwarnings("ignore")
+def test_tool_exports_a_checkpoint_and_reports_the_difference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    recipe = load_recipe(ROOT / "configs/pose_coordconv.yaml")
+    torch.manual_seed(0)
+    module = build_module(recipe)
+    for p in module.parameters():  # away from the initial weights, so that loading them matters
+        p.data.add_(torch.randn_like(p), alpha=0.01)
+    ckpt = tmp_path / "pose.ckpt"
+    torch.save({"state_dict": module.state_dict(), "convzoo_recipe": recipe.model_dump(mode="json")}, ckpt)
+    code, out, err = export_tool(monkeypatch, capfd, "--checkpoint", str(ckpt), "--format", "onnx")
+    assert code == 0, err[-2000:]
+    assert "outputs: heatmaps" in out and "input: images (batch, 3, H, W)" in out
+    assert float(out.rsplit(":", 1)[1]) <= TOL
+    images = torch.randn(4, 3, 128, 96)
+    with torch.no_grad():
+        expected = module.model.eval()(images).numpy()
+    got = run_exported(tmp_path / "pose.onnx", images)[0]  # next to the checkpoint, the trained weights
+    assert got.shape == expected.shape == (4, 17, 64, 48) and abs(got - expected).max() <= TOL  # stride 2
+    code, out, err = export_tool(monkeypatch, capfd, "--checkpoint", str(ckpt), "--format", "torchscript")
+    assert code == 0 and abs(run_exported(tmp_path / "pose.pt", images)[0] - expected).max() <= TOL
 
 
-def test_tool_errors_are_one_line(tmp_path: Path) -> None:
-    missing = tool("export.py", "--checkpoint", str(tmp_path / "none.ckpt"))
-    assert missing.returncode == 2 and missing.stderr.startswith("error: checkpoint") and "not found" in missing.stderr
-    assert missing.stderr.count("\n") == 1
+def test_tool_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd) -> None:
+    code, _, err = export_tool(monkeypatch, capfd, "--checkpoint", str(tmp_path / "none.ckpt"))
+    assert code == 2 and err.startswith("error: checkpoint") and "not found" in err and err.count("\n") == 1
+
+
+@needs_onnx
+@pytest.mark.filterwarnings("ignore")
+def test_latency_of_pytorch_and_onnxruntime_on_the_same_input() -> None:
+    from models.export_bench import export_latency
+
+    r = export_latency(block_network("dynamic"), torch.randn(1, 3, 12, 10), reps=3, warmup=1)
+    assert r["torch_ms"] > 0 and r["ort_ms"] > 0 and r["ratio"] == pytest.approx(r["ort_ms"] / r["torch_ms"])
+    assert r["max_diff"] <= TOL

@@ -160,7 +160,7 @@ def test_tool_on_an_image_a_folder_with_a_corrupt_file_a_glob_and_a_video(
     drawn = cv2.imread(str(tmp_path / "f/vis/img0.jpg"))
     assert drawn.shape == (96, 128, 3) and np.abs(drawn.astype(int) - cv2.imread(str(folder / "img0.png"))).max() > 100
     code, out, _ = infer(str(folder / "img1.png"), "--out", str(tmp_path / "s"))
-    assert code == 0 and "1 images, 1 persons" in out
+    assert code == 0 and "1 image, 1 person" in out
     single = json.loads((tmp_path / "s/results.json").read_text())
     assert [r["image_id"] for r in single] == [1] and len(single[0]["keypoints"]) == 17 * 3
     code, out, _ = infer(str(folder / "img[01].png"), "--out", str(tmp_path / "g"))

@@ -6,6 +6,8 @@ import torch
 from convblocks import BlockConfigError, PyConv2d, build_block
 from convblocks.kernels import use_backend
 
+pytestmark = pytest.mark.kernels  # the blocks on top of the compiled kernels, where built
+
 
 @pytest.mark.parametrize(
     "levels,expected",

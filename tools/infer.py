@@ -23,6 +23,10 @@ from data.media import VideoReader, VideoWriter, is_video, iter_images, list_ima
 from models.inference import Inferencer, read_box_file
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", help="image, folder, glob pattern or video file")
@@ -56,11 +60,12 @@ def main() -> int:
     frames = iter(reader) if video else iter_images(files)
     total = reader.frame_count if video else len(files)
     writer = VideoWriter(out / f"{name}.mp4", reader.fps, reader.size) if video and not args.no_draw else None
-    results, skipped, persons = [], 0, 0
+    results, seen, skipped, persons = [], 0, 0, 0
     bar = tqdm(total=total, unit="frame" if video else "image", disable=args.no_progress or total == 1, file=sys.stderr)
     try:
         for frame, found in inferencer.stream(frames, given):
             bar.update()
+            seen += 1
             if frame.image is None:
                 skipped += 1
                 tqdm.write(f"warning: {frame.error}", file=sys.stderr)
@@ -81,8 +86,9 @@ def main() -> int:
         if writer is not None:
             writer.close()
     (out / "results.json").write_text(json.dumps(results))
-    done = bar.n - skipped
-    print(f"{done} {'frames' if video else 'images'}, {persons} persons" + (f", {skipped} skipped" if skipped else ""))
+    done = seen - skipped
+    counts = [plural(done, "frame" if video else "image"), plural(persons, "person")]
+    print(", ".join(counts) + (f", {skipped} skipped" if skipped else ""))
     print(f"results: {out / 'results.json'}")
     if not args.no_draw:
         print(f"drawn: {writer.path if writer is not None else out / 'vis'}")
