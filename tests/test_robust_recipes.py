@@ -120,8 +120,10 @@ def test_table_covers_the_ten_reported_cases() -> None:
 def test_overrides_after_options_are_accepted(monkeypatch, capsys) -> None:
     code, _, err = run_tool("train.py", [str(BASE), "--json", "train.devices=0"], monkeypatch, capsys)
     assert code == 2 and err.startswith("error: train.devices"), err
-    code, _, err = run_tool("eval.py", [str(BASE), "--checkpoint", "x.ckpt", "train.devices=0"], monkeypatch, capsys)
-    assert code == 2 and err.startswith("error: train.devices"), err
+    for tool in ("eval.py", "visualize.py"):
+        args = [str(BASE), "--checkpoint", "x.ckpt", "train.devices=0"]
+        code, _, err = run_tool(tool, args, monkeypatch, capsys)
+        assert code == 2 and err.startswith("error: train.devices"), (tool, err)
 
 
 def test_validation_and_help_do_not_import_torch() -> None:
