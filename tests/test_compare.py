@@ -128,7 +128,7 @@ out_dir: {tmp_path}/out
 variants:
   plain: {{}}
   coord: {ROOT}/configs/pose_coordconv.yaml
-  wide: {{model: {{head: {{deconv_channels: 32}}}}}}
+  wide: {{model: {{head: {{deconv_channels: 64}}}}}}
 """,
     )
     spec, folder = load_spec(spec_file)
@@ -138,7 +138,7 @@ variants:
     r = runs[5]
     assert r.recipe.train.seed == 4 and r.run_dir == tmp_path / "out" / "wide" / "seed4"
     assert r.recipe.train.max_epochs == 2 and r.recipe.data.batch_size == 4
-    assert r.recipe.model["head"]["deconv_channels"] == 32 and r.recipe.model["head"]["conv_layers"] == 1
+    assert r.recipe.model["head"]["deconv_channels"] == 64 and r.recipe.model["head"]["conv_layers"] == 0
     assert runs[1].recipe.model["head"]["blocks"][0]["block"] == "coordconv"
     part = select_variants(spec, ["wide"])  # part of a comparison: the baseline comes along, runs keep their folders
     assert list(part.variants) == ["plain", "wide"] and part.baseline_name == "plain"
