@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from ..recipe import RecipeError
-from ..runner import RunResult, train
+from ..runner import RunResult, resolve_model, train
 from .spec import PlannedRun
 
 RESULTS_FILE = "val_results.json"
@@ -61,7 +61,7 @@ def run_state(run: PlannedRun) -> str:
     saved_file = run_dir / "config.yaml"
     if saved_file.is_file():
         saved = _comparable(yaml.safe_load(saved_file.read_text()) or {})
-        wanted = _comparable(run.recipe.model_dump(mode="json"))
+        wanted = _comparable(resolve_model(run.recipe).model_dump(mode="json"))  # config.yaml holds it resolved
         if saved != wanted:
             raise RecipeError(
                 f"{run_dir} holds a run of another recipe ({_first_difference(saved, wanted)} differs); delete the "
