@@ -5,7 +5,8 @@ from pathlib import Path
 
 import yaml
 
-from models import build_backbone, describe
+from models import build_backbone
+from models.describe import describe
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("summary_tool", ROOT / "tools" / "summary.py")
