@@ -41,6 +41,8 @@ def _raise_terminated(signum: int, frame: object) -> None:
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
+    if _TERMINATED:  # already stopping: a repeated signal must not raise again inside the teardown
+        return
     _TERMINATED.append(signum)
     # The workers got the same signal; PyTorch's SIGCHLD handler would raise "worker killed" during teardown.
     # A Python no-op, not SIG_DFL: a SIGCHLD already pending would otherwise print "Signal 17 ignored due to
