@@ -170,3 +170,13 @@ def machine_info(device: torch.device) -> dict:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def write_report(path: str, meta: dict, rows: list) -> None:
+    """A model benchmark's JSON (``{"meta": ..., "models": rows}``) at ``path``, folders created; says where."""
+    import json
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps({"meta": meta, "models": rows}, indent=2))
+    print(f"wrote {path}")

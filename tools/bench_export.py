@@ -12,11 +12,10 @@ timed alternately in the same run, both with ``--threads`` threads (default 1: s
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
-from _cli import machine_info, run
+from _cli import machine_info, run, write_report
 
 from models.export import example_input
 from models.export_bench import export_latency
@@ -57,9 +56,7 @@ def main() -> int:
 
     meta = {"machine": machine_info(torch.device("cpu")), "onnxruntime": onnxruntime.__version__}
     meta.update(reps=args.reps, warmup=args.warmup, overrides=overrides, dcn_decompose=args.dcn_decompose)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"meta": meta, "models": rows}, indent=2))
-    print(f"wrote {args.out}")
+    write_report(args.out, meta, rows)
     return 0
 
 

@@ -12,10 +12,9 @@ round-robin, so read the ratios. Examples::
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from _cli import machine_info, run
+from _cli import machine_info, run, write_report
 
 from models.recipe import RecipeError, load_recipe
 
@@ -57,9 +56,7 @@ def main() -> int:
         )
     meta = {"machine": machine_info(torch.device(args.device)), "reps": args.reps, "warmup": args.warmup}
     meta["overrides"] = overrides
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"meta": meta, "models": rows}, indent=2))
-    print(f"wrote {args.out}")
+    write_report(args.out, meta, rows)
     return 0
 
 
