@@ -81,6 +81,7 @@ def test_eval_reports_the_skipped_images_and_scores_only_the_rest(broken, tmp_pa
     ckpt = tmp_path / "tiny.ckpt"
     state = {"state_dict": build_module(recipe).state_dict(), "convzoo_recipe": recipe.model_dump(mode="json")}
     torch.save(state, ckpt)
+    capsys.readouterr()  # the setup's own log lines (an earlier in-process tool may have routed them to stderr)
     code, out, err = run_tool("eval.py", ["--checkpoint", str(ckpt), "--no-flip"], monkeypatch, capsys, trap=False)
     assert code == 2 and err.count("\n") == 1 and "000000000785.jpg" in err and "missing_images='skip'" in err, err
     args = ["--checkpoint", str(ckpt), "--no-flip", "data.missing_images=skip"]
