@@ -29,7 +29,7 @@ _EXPORTS = {
     "check_pose_head": "models.head_contract",
     "decode_regression": "models.keypoints",
     "decode_simcc": "models.keypoints",
-    "describe": "models.describe",
+    "describe": "models.summary",
     "heatmap_loss": "models.keypoints",
     "keep_freed_memory": "models.allocator",
     "parse_rules": "models.rules",

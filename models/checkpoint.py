@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .recipe import Recipe, RecipeError, apply_overrides, build_recipe
+from .weights import read_weights
 
 # Keys a resumed run may change: how long it runs, how it logs and loads; not what it computes per step.
 RESUME_SAFE = frozenset(
@@ -35,10 +36,16 @@ RESUME_SAFE = frozenset(
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents, loaded with ``weights_only=True``; a one-line ``RecipeError`` otherwise."""
+    """The checkpoint's contents, loaded with ``weights_only=True``; a one-line ``RecipeError`` otherwise.
+
+    A ``.safetensors`` file from ``tools/export.py --format safetensors`` reads as ``{"state_dict",
+    "convzoo_recipe"}``: it evaluates, infers and exports like a checkpoint (it cannot resume: no optimizer).
+    """
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"checkpoint {str(path)!r} not found; pass a .ckpt file from runs/<name>/checkpoints/")
+    if path.suffix == ".safetensors":
+        return read_weights(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -104,6 +111,11 @@ def changed_keys(old: Recipe, new: Recipe, old_model_partial: bool = False) -> l
 
 def check_resume(checkpoint: str | Path, recipe: Recipe) -> None:
     """Refuse to resume ``checkpoint`` with a recipe that differs from its own beyond ``RESUME_SAFE`` keys."""
+    if Path(checkpoint).suffix == ".safetensors":
+        raise RecipeError(
+            f"train.resume: {str(checkpoint)!r} holds weights only (no optimizer state or epoch); "
+            "resume from the run's .ckpt in runs/<name>/checkpoints/"
+        )
     ckpt = read_checkpoint(checkpoint)
     if "convzoo_recipe" not in ckpt:
         return  # written by another tool: Lightning's own loading decides

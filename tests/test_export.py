@@ -167,6 +167,38 @@ def test_tool_exports_a_checkpoint_and_reports_the_difference(
     assert code == 0 and abs(run_exported(tmp_path / "pose.pt", images)[0] - expected).max() <= TOL
 
 
+def test_safetensors_weights_load_like_the_checkpoint_and_run_no_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    from models.checkpoint import check_resume, read_checkpoint, stored_recipe
+    from models.recipe import RecipeError
+    from models.runner import load_weights
+
+    recipe = load_recipe(ROOT / "configs/pose_baseline.yaml")
+    torch.manual_seed(0)
+    module = build_module(recipe)
+    for p in module.parameters():  # away from the initial weights, so that loading them matters
+        p.data.add_(torch.randn_like(p), alpha=0.01)
+    ckpt = tmp_path / "pose.ckpt"
+    torch.save({"state_dict": module.state_dict(), "convzoo_recipe": recipe.model_dump(mode="json")}, ckpt)
+    code, out, err = export_tool(monkeypatch, capfd, "--checkpoint", str(ckpt), "--format", "safetensors")
+    path = tmp_path / "pose.safetensors"
+    assert code == 0 and f"{path} (safetensors" in out, err[-2000:]
+    assert path.read_bytes()[8:9] == b"{"  # a JSON header, then raw tensors: nothing to unpickle
+    assert stored_recipe(path).model_dump() == stored_recipe(ckpt).model_dump()
+    fresh = build_module(recipe)
+    load_weights(fresh, path)
+    images = torch.randn(2, 3, 96, 64)
+    with torch.no_grad():
+        assert torch.equal(fresh.model.eval()(images), module.model.eval()(images))
+    assert read_checkpoint(path)["state_dict"].keys() == module.state_dict().keys()
+    with pytest.raises(RecipeError, match="weights only .* resume from the run's .ckpt"):
+        check_resume(path, recipe)
+    (tmp_path / "cut.safetensors").write_bytes(path.read_bytes()[:100])
+    with pytest.raises(RecipeError, match="could not be read .* complete .safetensors"):
+        read_checkpoint(tmp_path / "cut.safetensors")
+
+
 def test_tool_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd) -> None:
     code, _, err = export_tool(monkeypatch, capfd, "--checkpoint", str(tmp_path / "none.ckpt"))
     assert code == 2 and err.startswith("error: checkpoint") and "not found" in err and err.count("\n") == 1

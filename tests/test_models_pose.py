@@ -12,12 +12,12 @@ from models import (
     HeatmapHead,
     build_model,
     decode_simcc,
+    describe,
     heatmap_loss,
     register_head,
     register_model,
     simcc_loss,
 )
-from models.describe import describe
 
 R18 = {"name": "resnet18"}
 

@@ -14,13 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
 from _cli import machine_info, run, write_report
-
-from models.export import example_input
-from models.export_bench import export_latency
-from models.recipe import RecipeError, load_recipe
-from models.registry import build_model
 
 
 def main() -> int:
@@ -32,6 +26,13 @@ def main() -> int:
     parser.add_argument("--dcn-decompose", action="store_true", help="DCN as grid_sample + matmul, not DeformConv")
     parser.add_argument("--out", default="runs/bench_export.json")
     args = parser.parse_intermixed_args()
+    import torch  # after parsing: --help answers without loading torch
+
+    from models.export import example_input
+    from models.export_bench import export_latency
+    from models.recipe import RecipeError, load_recipe
+    from models.registry import build_model
+
     overrides = [a for a in args.inputs if "=" in a]
     files = [a for a in args.inputs if "=" not in a]
     if not files:

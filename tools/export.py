@@ -1,9 +1,10 @@
-"""Export to ONNX or TorchScript: ``python tools/export.py [CONFIG] --checkpoint PATH --format onnx|torchscript``.
+"""Export: ``python tools/export.py [CONFIG] --checkpoint PATH --format onnx|torchscript|safetensors``.
 
 Exports the network (image batch → the head's raw outputs; decoding stays in Python, see docs/export.md) with a
 dynamic batch, and dynamic H×W where the model allows it, then runs the file (onnxruntime on CPU for ONNX) at batch
 1 and 3 against PyTorch and prints the largest difference. CONFIG may be omitted: the checkpoint stores its recipe.
-Without ``--checkpoint`` the model keeps its initial weights (to check that a recipe exports).
+Without ``--checkpoint`` the model keeps its initial weights (to check that a recipe exports). ``safetensors``
+writes the weights and the recipe only, for sharing: tools read it like a checkpoint, and loading it runs no code.
 """
 
 from __future__ import annotations
@@ -11,13 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
 from _cli import run
-
-from models.checkpoint import stored_recipe
-from models.export import dynamic_size, example_input, export_model, export_network, max_difference
-from models.recipe import apply_overrides, build_recipe, load_recipe
-from models.runner import build_module, load_weights
 
 
 def main() -> int:
@@ -25,13 +20,26 @@ def main() -> int:
     parser.add_argument("config", nargs="?", help="recipe YAML (default: the one stored in the checkpoint)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.input_size=[128,96]")
     parser.add_argument("--checkpoint", help="a .ckpt from runs/<name>/checkpoints/")
-    parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="default onnx")
+    parser.add_argument(
+        "--format",
+        choices=("onnx", "torchscript", "safetensors"),
+        default="onnx",
+        help="default onnx; safetensors: the weights and recipe only, for sharing (loads without running code)",
+    )
     parser.add_argument("--out", help="output file (default: next to the checkpoint, or runs/export/<name>.<ext>)")
     parser.add_argument("--static-size", action="store_true", help="fixed H×W even where the model allows any")
     parser.add_argument(
         "--dcn-decompose", action="store_true", help="DCN as grid_sample + matmul instead of ONNX DeformConv"
     )
     args = parser.parse_args()
+    import torch  # after parsing: --help answers without loading torch
+
+    from models.checkpoint import stored_recipe
+    from models.export import dynamic_size, example_input, export_model, export_network, max_difference
+    from models.recipe import apply_overrides, build_recipe, load_recipe
+    from models.runner import build_module, load_weights
+    from models.weights import save_weights
+
     if args.config and "=" in args.config:  # only overrides were given
         args.overrides, args.config = [args.config, *args.overrides], None
     if args.config:
@@ -45,8 +53,14 @@ def main() -> int:
     if args.checkpoint:
         load_weights(module, args.checkpoint)
     model = module.model.eval()
-    ext = ".onnx" if args.format == "onnx" else ".pt"
+    ext = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}[args.format]
     default = Path(args.checkpoint).with_suffix(ext) if args.checkpoint else Path("runs/export") / f"{recipe.name}{ext}"
+    if args.format == "safetensors":
+        path = save_weights(module.state_dict(), recipe.model_dump(mode="json"), args.out or default)
+        n = sum(v.numel() for v in module.state_dict().values())
+        print(f"{recipe.name}: {path} (safetensors, {path.stat().st_size / 1e6:.1f} MB, {n:,} values)")
+        print(f"use it as a checkpoint: python tools/eval.py --checkpoint {path} (or infer.py, export.py)")
+        return 0
     example = example_input(recipe, batch=2)
     dynamic = dynamic_size(model) and not args.static_size
     path = export_model(model, example, args.out or default, args.format, dynamic, args.dcn_decompose)

@@ -14,13 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 from _cli import run
-from tqdm import tqdm
-
-from data.draw import draw_poses
-from data.media import VideoReader, VideoWriter, is_video, iter_images, list_images
-from models.inference import Inferencer, read_box_file
 
 
 def plural(n: int, word: str) -> str:
@@ -45,6 +39,13 @@ def main() -> int:
     parser.add_argument("--no-draw", action="store_true", help="write results.json only")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args()
+    import cv2
+    from tqdm import tqdm
+
+    from data.draw import draw_poses
+    from data.media import VideoReader, VideoWriter, is_video, iter_images, list_images
+    from models.inference import Inferencer, read_box_file
+
     if args.batch < 1:
         parser.error("--batch must be >= 1")
     video = is_video(args.source)

@@ -26,8 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = read_config(Path(args.config).resolve())  # follows _base_, one-line errors
         if not ({"model", "backbone"} & set(cfg)):
             raise ValueError(f"{args.config}: no 'model:' or 'backbone:' section; add one (see docs/models.md)")
-        from models import build_backbone, build_model
-        from models.describe import describe  # the function: models.describe is also the submodule once imported
+        from models import build_backbone, build_model, describe
 
         model = build_model(cfg["model"]) if "model" in cfg else build_backbone(cfg["backbone"])
         desc = describe(model, input_size=args.input_size, baseline=not args.no_baseline)

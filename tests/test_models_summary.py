@@ -1,12 +1,11 @@
-"""models.describe and tools/summary.py: parameters and FLOPs per stage before and after surgery."""
+"""models.describe (models/summary.py) and tools/summary.py: parameters and FLOPs per stage, before and after."""
 
 import importlib.util
 from pathlib import Path
 
 import yaml
 
-from models import build_backbone
-from models.describe import describe
+from models import build_backbone, describe
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("summary_tool", ROOT / "tools" / "summary.py")
