@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from helpers import ROOT, TINY, tool
 from pycocotools.coco import COCO
 
@@ -215,6 +216,17 @@ def test_finished_runs_are_reused_and_interrupted_ones_resume(tiny_comparison: t
         assert run_state(runs[1]) == "resume"
     finally:
         shutil.move(moved, moved.with_suffix(""))
+    saved = out / "pose_baseline" / "seed0" / "config.yaml"
+    text = saved.read_text()
+    cfg = yaml.safe_load(text)
+    del cfg["model"]["head"]["final_kernel"]  # written before that option existed: it took its default
+    saved.write_text(yaml.safe_dump(cfg))
+    try:
+        assert run_state(runs[0]) == "done"
+        with pytest.raises(RecipeError, match="another recipe \\(model.head.deconv_channels differs\\)"):
+            run_state(plan_runs(spec, ".", [*TINY, "model.head.deconv_channels=16"])[0])
+    finally:
+        saved.write_text(text)
     changed = plan_runs(spec, ".", [*TINY, "train.optimizer.lr=0.1"])
     with pytest.raises(RecipeError, match="holds a run of another recipe \\(train.optimizer.lr differs\\)"):
         run_state(changed[0])

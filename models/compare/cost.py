@@ -8,9 +8,9 @@ from collections.abc import Mapping
 
 import torch
 
-from ..describe import default_input_size, flops_by_part
 from ..recipe import Recipe
 from ..registry import build_model
+from ..summary import default_input_size, flops_by_part
 
 
 def model_costs(

@@ -47,6 +47,13 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     return {**cfg, "train": train}
 
 
+def _known_only(wanted: Any, saved: Any) -> Any:
+    """``wanted`` without the keys ``saved`` lacks: a model option added since the run was saved is its default."""
+    if not (isinstance(wanted, dict) and isinstance(saved, dict)):
+        return wanted
+    return {k: _known_only(v, saved[k]) for k, v in wanted.items() if k in saved}
+
+
 def _first_difference(a: Any, b: Any, path: str = "") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
@@ -62,6 +69,8 @@ def run_state(run: PlannedRun) -> str:
     if saved_file.is_file():
         saved = _comparable(yaml.safe_load(saved_file.read_text()) or {})
         wanted = _comparable(resolve_model(run.recipe).model_dump(mode="json"))  # config.yaml holds it resolved
+        if "model" in saved:  # as for --resume: model keys an older run did not write took their defaults
+            wanted["model"] = _known_only(wanted["model"], saved["model"])
         if saved != wanted:
             raise RecipeError(
                 f"{run_dir} holds a run of another recipe ({_first_difference(saved, wanted)} differs); delete the "
