@@ -3,7 +3,7 @@
 from .bootstrap import ImageResampler, paired_bootstrap
 from .comparison import ComparisonResult, run_comparison
 from .cost import model_costs
-from .execute import RunRecord, execute, run_state
+from .runs import RunRecord, execute, run_state
 from .spec import ComparisonSpec, PlannedRun, from_configs, is_comparison, load_spec, plan_runs, select_variants
 
 __all__ = [

@@ -17,9 +17,9 @@ from ..runner import RunResult, build_datamodule, train
 from ..tasks import get_task
 from .bootstrap import load_resampler, paired_bootstrap
 from .cost import model_costs
-from .execute import RunRecord, execute
 from .plots import plot_ap, plot_curves
 from .report import markdown_table, run_rows, summarize, write_csv
+from .runs import RunRecord, execute
 from .spec import ComparisonSpec, PlannedRun, plan_runs
 
 

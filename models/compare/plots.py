@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..run_logs import read_csv_logs  # noqa: E402
-from .execute import RunRecord  # noqa: E402
+from .runs import RunRecord  # noqa: E402
 
 
 def plot_ap(rows: Sequence[Mapping[str, Any]], records: Sequence[RunRecord], path: str | Path, title: str) -> None:

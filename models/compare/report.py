@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .execute import RunRecord
+from .runs import RunRecord
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
