@@ -48,6 +48,7 @@ class SyntheticOptions(Strict):
     side_shade: float = Field(0.0, ge=0, lt=1)
     min_clutter: int = Field(6, ge=0)
     max_clutter: int = Field(20, ge=1)
+    tilt_deg: float = Field(0.0, ge=0, le=180)
 
     @model_validator(mode="before")
     @classmethod

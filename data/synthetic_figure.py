@@ -61,12 +61,15 @@ class Figure:
     colours: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
-def sample_figure(rng: np.random.Generator, height_px: float, pelvis_xy: np.ndarray, side_shade: float = 0.0) -> Figure:
+def sample_figure(
+    rng: np.random.Generator, height_px: float, pelvis_xy: np.ndarray, side_shade: float = 0.0, tilt_deg: float = 0.0
+) -> Figure:
     """Sample a plausible pose (view, lean, limb angles, foreshortening) for a figure `height_px` tall.
 
     ``side_shade`` darkens the person's left arm and leg by that fraction: without it left and right limbs
     look alike, and only the face (often a few pixels) tells a figure seen from the front from one seen from
-    the back, i.e. which limb is the left one.
+    the back, i.e. which limb is the left one. ``tilt_deg`` > 0 rotates the whole figure by U(-t, t) degrees
+    instead of the default mostly-upright tilt.
     """
     view = rng.choice(3, p=[0.55, 0.2, 0.25])  # front, back, profile
     yaw = np.deg2rad(
@@ -109,7 +112,10 @@ def sample_figure(rng: np.random.Generator, height_px: float, pelvis_xy: np.ndar
         face_hidden[i] = np.cos(psi) < (0.15 if i < 3 else -0.3)
 
     # Similarity transform to the image: global rotation (sometimes lying or bending), scale, translation.
-    tilt = rng.normal(0, 8) if rng.random() < 0.85 else rng.uniform(-90, 90)
+    if tilt_deg > 0:
+        tilt = rng.uniform(-tilt_deg, tilt_deg)
+    else:
+        tilt = rng.normal(0, 8) if rng.random() < 0.85 else rng.uniform(-90, 90)
     c, s = np.cos(np.deg2rad(tilt)), np.sin(np.deg2rad(tilt))
     rot = np.array([[c, -s], [s, c]]) * height_px
 

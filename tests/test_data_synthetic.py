@@ -121,6 +121,33 @@ def test_clutter_range_sets_the_background_shapes() -> None:
         SynthConfig(side_shade=1.0)
 
 
+def test_tilt_spreads_the_figures_rotation_and_keeps_the_default_cache_key() -> None:
+    import dataclasses
+    import hashlib
+
+    from data.synthetic import GENERATOR_VERSION
+    from data.synthetic_figure import sample_figure
+
+    def torso_angles(tilt: float) -> np.ndarray:  # degrees from upright, hips -> shoulders
+        rng = np.random.default_rng(0)
+        out = []
+        for _ in range(400):
+            k = sample_figure(rng, 100.0, np.array([128.0, 128.0]), tilt_deg=tilt).keypoints[:, :2]
+            d = k[5:7].mean(0) - k[11:13].mean(0)
+            out.append(np.degrees(np.arctan2(d[0], -d[1])))
+        return np.abs(np.array(out))
+
+    upright, tilted = torso_angles(0.0), torso_angles(90.0)
+    assert (upright > 60).mean() < 0.1 and np.median(upright) < 15  # mostly upright; a few lying or bending
+    assert 0.25 < (tilted > 60).mean() < 0.5 and np.median(tilted) > 35  # U(-90, 90) plus the body's own lean
+    cfg = SynthConfig()
+    blob = json.dumps({**dataclasses.asdict(cfg), "version": GENERATOR_VERSION}, sort_keys=True)
+    blob = blob.replace(', "tilt_deg": 0.0', "")  # the key as it was before the option existed
+    assert cfg.key() == hashlib.sha256(blob.encode()).hexdigest()[:12] != SynthConfig(tilt_deg=90).key()
+    with pytest.raises(DataError, match="tilt_deg must be in"):
+        SynthConfig(tilt_deg=200)
+
+
 def test_presets_fill_the_difficulty_keys_and_given_keys_win() -> None:
     from data.config import SyntheticOptions
 

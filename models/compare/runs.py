@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ..recipe import RecipeError
+from ..recipe import RecipeError, build_recipe
 from ..runner import RunResult, resolve_model, train
 from .spec import PlannedRun
 
@@ -47,11 +47,15 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     return {**cfg, "train": train}
 
 
-def _known_only(wanted: Any, saved: Any) -> Any:
-    """``wanted`` without the keys ``saved`` lacks: a model option added since the run was saved is its default."""
-    if not (isinstance(wanted, dict) and isinstance(saved, dict)):
-        return wanted
-    return {k: _known_only(v, saved[k]) for k, v in wanted.items() if k in saved}
+def _as_read_now(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved ``config.yaml`` read by this version: options added since the run was saved get their defaults
+    (what that run computed with), so an upgrade does not orphan finished runs."""
+    try:
+        cfg = dict(saved)
+        recipe = build_recipe(cfg, name=cfg.pop("name", "run"))
+        return _comparable(resolve_model(recipe).model_dump(mode="json"))
+    except (RecipeError, ValueError):  # no longer a valid recipe: compared as written
+        return _comparable(saved)
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str:
@@ -67,10 +71,8 @@ def run_state(run: PlannedRun) -> str:
     run_dir = run.run_dir
     saved_file = run_dir / "config.yaml"
     if saved_file.is_file():
-        saved = _comparable(yaml.safe_load(saved_file.read_text()) or {})
+        saved = _as_read_now(yaml.safe_load(saved_file.read_text()) or {})
         wanted = _comparable(resolve_model(run.recipe).model_dump(mode="json"))  # config.yaml holds it resolved
-        if "model" in saved:  # as for --resume: model keys an older run did not write took their defaults
-            wanted["model"] = _known_only(wanted["model"], saved["model"])
         if saved != wanted:
             raise RecipeError(
                 f"{run_dir} holds a run of another recipe ({_first_difference(saved, wanted)} differs); delete the "
