@@ -142,18 +142,25 @@ def export_tool(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture, *
     return exit_info.value.code, out, err
 
 
+def trained_checkpoint(name: str, tmp_path: Path) -> tuple:
+    """``configs/<name>``'s module with weights away from their initial values (so that loading them matters),
+    saved as ``tmp_path/pose.ckpt`` the way training saves it: (recipe, module, checkpoint path)."""
+    recipe = load_recipe(ROOT / "configs" / name)
+    torch.manual_seed(0)
+    module = build_module(recipe)
+    for p in module.parameters():
+        p.data.add_(torch.randn_like(p), alpha=0.01)
+    ckpt = tmp_path / "pose.ckpt"
+    torch.save({"state_dict": module.state_dict(), "convzoo_recipe": recipe.model_dump(mode="json")}, ckpt)
+    return recipe, module, ckpt
+
+
 @needs_onnx
 @pytest.mark.filterwarnings("ignore")
 def test_tool_exports_a_checkpoint_and_reports_the_difference(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
 ) -> None:
-    recipe = load_recipe(ROOT / "configs/pose_coordconv.yaml")
-    torch.manual_seed(0)
-    module = build_module(recipe)
-    for p in module.parameters():  # away from the initial weights, so that loading them matters
-        p.data.add_(torch.randn_like(p), alpha=0.01)
-    ckpt = tmp_path / "pose.ckpt"
-    torch.save({"state_dict": module.state_dict(), "convzoo_recipe": recipe.model_dump(mode="json")}, ckpt)
+    recipe, module, ckpt = trained_checkpoint("pose_coordconv.yaml", tmp_path)
     code, out, err = export_tool(monkeypatch, capfd, "--checkpoint", str(ckpt), "--format", "onnx")
     assert code == 0, err[-2000:]
     assert "outputs: heatmaps" in out and "input: images (batch, 3, H, W)" in out
@@ -174,13 +181,7 @@ def test_safetensors_weights_load_like_the_checkpoint_and_run_no_code(
     from models.recipe import RecipeError
     from models.runner import load_weights
 
-    recipe = load_recipe(ROOT / "configs/pose_baseline.yaml")
-    torch.manual_seed(0)
-    module = build_module(recipe)
-    for p in module.parameters():  # away from the initial weights, so that loading them matters
-        p.data.add_(torch.randn_like(p), alpha=0.01)
-    ckpt = tmp_path / "pose.ckpt"
-    torch.save({"state_dict": module.state_dict(), "convzoo_recipe": recipe.model_dump(mode="json")}, ckpt)
+    recipe, module, ckpt = trained_checkpoint("pose_baseline.yaml", tmp_path)
     code, out, err = export_tool(monkeypatch, capfd, "--checkpoint", str(ckpt), "--format", "safetensors")
     path = tmp_path / "pose.safetensors"
     assert code == 0 and f"{path} (safetensors" in out, err[-2000:]
