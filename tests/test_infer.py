@@ -105,7 +105,8 @@ def test_inferencer_equals_eval_on_the_real_coco_sample_with_its_detections(pose
     assert len(expected) > 10  # many boxes per image, OKS-NMS applied
     entries_close(got, sorted(expected, key=lambda e: e["image_id"]))
     # The same on the whole-image box and through tools/infer.py with the detection file:
-    proc = tool("infer.py", str(SAMPLE), "--checkpoint", pose_ckpt, "--det-boxes", str(dets), "--out", str(tmp_path))
+    args = ["--det-boxes", str(dets), "--det-score-thr", "0", "--out", str(tmp_path)]  # every box, as eval takes
+    proc = tool("infer.py", str(SAMPLE), "--checkpoint", pose_ckpt, *args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     written = sorted(json.loads((tmp_path / "results.json").read_text()), key=lambda e: e["image_id"])
     entries_close(written, got, tol=0)
