@@ -122,9 +122,10 @@ def resolved_recipe(recipe: Recipe, model: torch.nn.Module) -> Recipe:
     return recipe.model_copy(update={"model": config}) if isinstance(config, dict) else recipe
 
 
-def load_weights(module: EvaluatedModule, checkpoint: str | Path) -> None:
-    """Load a Lightning checkpoint's weights, with a one-line error if they belong to another model."""
-    state = read_checkpoint(checkpoint).get("state_dict", {})
+def load_weights(module: EvaluatedModule, checkpoint: str | Path, ckpt: dict[str, Any] | None = None) -> None:
+    """Load a Lightning checkpoint's weights (``ckpt``: its contents, if read already), with a one-line error if
+    they belong to another model."""
+    state = (read_checkpoint(checkpoint) if ckpt is None else ckpt).get("state_dict", {})
     result = module.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         bad = (result.missing_keys or result.unexpected_keys)[0]
@@ -309,10 +310,11 @@ def evaluate(
     if updates:
         recipe = build_recipe({**recipe.model_dump(exclude={"name"}), **updates}, recipe.name)
     check_accelerator(recipe.train)
+    ckpt = read_checkpoint(checkpoint)  # a refused or unreadable checkpoint fails before the data is built
     dm = build_datamodule(recipe, train=False)
     dm.setup("validate")
     module = build_module(recipe, dm)
-    load_weights(module, checkpoint)
+    load_weights(module, checkpoint, ckpt)
     module.results_file = results_file
     trainer = build_trainer(recipe, loggers=False)
     start = time.perf_counter()
