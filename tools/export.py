@@ -56,8 +56,9 @@ def main() -> int:
     ext = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}[args.format]
     default = Path(args.checkpoint).with_suffix(ext) if args.checkpoint else Path("runs/export") / f"{recipe.name}{ext}"
     if args.format == "safetensors":
-        path = save_weights(module.state_dict(), recipe.model_dump(mode="json"), args.out or default)
-        n = sum(v.numel() for v in module.state_dict().values())
+        state = module.state_dict()
+        path = save_weights(state, recipe.model_dump(mode="json"), args.out or default)
+        n = sum(v.numel() for v in state.values())
         print(f"{recipe.name}: {path} (safetensors, {path.stat().st_size / 1e6:.1f} MB, {n:,} values)")
         print(f"use it as a checkpoint: python tools/eval.py --checkpoint {path} (or infer.py, export.py)")
         return 0

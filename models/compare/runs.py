@@ -17,12 +17,13 @@ from typing import Any
 
 import yaml
 
+from ..checkpoint import changed_keys
 from ..recipe import RecipeError, build_recipe
 from ..runner import RunResult, resolve_model, train
 from .spec import PlannedRun
 
 RESULTS_FILE = "val_results.json"
-_IGNORED = ("resume", "progress_bar")  # train options that do not change what a run computes
+_IGNORED = ("train.resume", "train.progress_bar")  # train options that do not change what a run computes
 
 
 @dataclass
@@ -42,28 +43,16 @@ class RunRecord:
         return Path(self.run_dir) / RESULTS_FILE
 
 
-def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
-    train = {k: v for k, v in cfg.get("train", {}).items() if k not in _IGNORED}
-    return {**cfg, "train": train}
-
-
-def _as_read_now(saved: dict[str, Any]) -> dict[str, Any]:
-    """A saved ``config.yaml`` read by this version: options added since the run was saved get their defaults
-    (what that run computed with), so an upgrade does not orphan finished runs."""
+def _changed_keys(saved: dict[str, Any], run: PlannedRun) -> list[str]:
+    """Keys that differ between a saved ``config.yaml`` and the planned run, as ``--resume`` compares them: options
+    added since the run was saved take their defaults, so an upgrade does not orphan finished runs."""
+    cfg = dict(saved)
     try:
-        cfg = dict(saved)
-        recipe = build_recipe(cfg, name=cfg.pop("name", "run"))
-        return _comparable(resolve_model(recipe).model_dump(mode="json"))
-    except (RecipeError, ValueError):  # no longer a valid recipe: compared as written
-        return _comparable(saved)
-
-
-def _first_difference(a: Any, b: Any, path: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else key)
-    return path or "recipe"
+        old = build_recipe(cfg, name=cfg.pop("name", "run"))
+    except (RecipeError, ValueError):  # no longer a valid recipe
+        return ["recipe"]
+    new = resolve_model(run.recipe)  # config.yaml holds the resolved model
+    return [k for k in changed_keys(old, new, old_model_partial=True) if k not in _IGNORED]
 
 
 def run_state(run: PlannedRun) -> str:
@@ -71,11 +60,10 @@ def run_state(run: PlannedRun) -> str:
     run_dir = run.run_dir
     saved_file = run_dir / "config.yaml"
     if saved_file.is_file():
-        saved = _as_read_now(yaml.safe_load(saved_file.read_text()) or {})
-        wanted = _comparable(resolve_model(run.recipe).model_dump(mode="json"))  # config.yaml holds it resolved
-        if saved != wanted:
+        changed = _changed_keys(yaml.safe_load(saved_file.read_text()) or {}, run)
+        if changed:
             raise RecipeError(
-                f"{run_dir} holds a run of another recipe ({_first_difference(saved, wanted)} differs); delete the "
+                f"{run_dir} holds a run of another recipe ({changed[0]} differs); delete the "
                 "folder to retrain it, or give the comparison another name (name=... / --out)"
             )
     if (run_dir / "summary.json").is_file() and (run_dir / RESULTS_FILE).is_file():
