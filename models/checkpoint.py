@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .recipe import Recipe, RecipeError, apply_overrides, build_recipe
-from .weights import read_weights
+from .weights import RECIPE_KEY, SUFFIX, read_weights
 
 # Keys a resumed run may change: how long it runs, how it logs and loads; not what it computes per step.
 RESUME_SAFE = frozenset(
@@ -44,7 +44,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"checkpoint {str(path)!r} not found; pass a .ckpt file from runs/<name>/checkpoints/")
-    if path.suffix == ".safetensors":
+    if path.suffix == SUFFIX:
         return read_weights(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -70,9 +70,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def stored_recipe(checkpoint: str | Path, ckpt: dict[str, Any] | None = None) -> Recipe:
     """The recipe a checkpoint was trained with (saved in it by ``models.runner.train``)."""
     ckpt = read_checkpoint(checkpoint) if ckpt is None else ckpt
-    if not isinstance(ckpt.get("convzoo_recipe"), dict):
+    if not isinstance(ckpt.get(RECIPE_KEY), dict):
         raise RecipeError(f"{checkpoint}: no recipe stored in this checkpoint; pass the config it was trained with")
-    saved = dict(ckpt["convzoo_recipe"])
+    saved = dict(ckpt[RECIPE_KEY])
     return build_recipe(saved, name=saved.pop("name", "run"))
 
 
@@ -111,13 +111,13 @@ def changed_keys(old: Recipe, new: Recipe, old_model_partial: bool = False) -> l
 
 def check_resume(checkpoint: str | Path, recipe: Recipe) -> None:
     """Refuse to resume ``checkpoint`` with a recipe that differs from its own beyond ``RESUME_SAFE`` keys."""
-    if Path(checkpoint).suffix == ".safetensors":
+    if Path(checkpoint).suffix == SUFFIX:
         raise RecipeError(
             f"train.resume: {str(checkpoint)!r} holds weights only (no optimizer state or epoch); "
             "resume from the run's .ckpt in runs/<name>/checkpoints/"
         )
     ckpt = read_checkpoint(checkpoint)
-    if "convzoo_recipe" not in ckpt:
+    if RECIPE_KEY not in ckpt:
         return  # written by another tool: Lightning's own loading decides
     unsafe = [k for k in changed_keys(stored_recipe(checkpoint, ckpt), recipe, True) if k not in RESUME_SAFE]
     if unsafe:

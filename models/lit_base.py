@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from .optim import build_optimizer, build_scheduler
 from .train_config import EvalConfig, TrainConfig
+from .weights import RECIPE_KEY
 
 
 class EvaluatedModule(L.LightningModule):
@@ -62,7 +63,7 @@ class EvaluatedModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.recipe is not None:
-            checkpoint["convzoo_recipe"] = self.recipe
+            checkpoint[RECIPE_KEY] = self.recipe
         checkpoint["convzoo_history"] = self.history
         checkpoint["convzoo_train_seconds"] = self.train_seconds
 

@@ -15,7 +15,8 @@ import torch
 
 from .recipe import RecipeError
 
-RECIPE_KEY = "convzoo_recipe"
+RECIPE_KEY = "convzoo_recipe"  # where a checkpoint (and a weights file's metadata) keeps the recipe
+SUFFIX = ".safetensors"
 
 
 def save_weights(state_dict: dict[str, torch.Tensor], recipe: dict[str, Any], path: str | Path) -> Path:
