@@ -3,7 +3,7 @@
 Reads each finished run's ``summary.json``, prints a Markdown table, and writes the figure and the curves as
 JSON. Example::
 
-    python tools/plot_learning.py runs/demo runs/pose_baseline_long --out docs/results/learning.png
+    python tools/plot_learning.py runs/demo runs/pose_baseline_long --out docs/results/learning/learning.png
 """
 
 from __future__ import annotations
