@@ -38,7 +38,7 @@ def main() -> int:
     from models.export import dynamic_size, example_input, export_model, export_network, max_difference
     from models.recipe import apply_overrides, build_recipe, load_recipe
     from models.runner import build_module, load_weights
-    from models.weights import save_weights
+    from models.weights import SUFFIX, save_weights
 
     if args.config and "=" in args.config:  # only overrides were given
         args.overrides, args.config = [args.config, *args.overrides], None
@@ -53,7 +53,7 @@ def main() -> int:
     if args.checkpoint:
         load_weights(module, args.checkpoint)
     model = module.model.eval()
-    ext = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}[args.format]
+    ext = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": SUFFIX}[args.format]
     default = Path(args.checkpoint).with_suffix(ext) if args.checkpoint else Path("runs/export") / f"{recipe.name}{ext}"
     if args.format == "safetensors":
         state = module.state_dict()
