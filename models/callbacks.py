@@ -1,8 +1,11 @@
-"""Training callbacks: dynamic-conv temperature annealing and per-epoch reseeding (exact resume)."""
+"""Training callbacks: dynamic-conv temperature annealing, per-epoch reseeding (exact resume), atomic last
+checkpoints, throughput, and a SIGTERM that stops at a step boundary without the workers' tracebacks."""
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -123,3 +126,34 @@ class EpochLine(L.Callback):
         if pl_module.history and pl_module.history[-1].get("epoch") == trainer.current_epoch:
             line += f"  val/AP {pl_module.history[-1]['AP']:.4f}"
         print(f"{line}  ({time.perf_counter() - self._start:.0f} s)", flush=True)
+
+
+class QuietWorkerExit(L.Callback):
+    """Lightning stops on SIGTERM at the end of the current step; a SIGTERM to the process group also kills the
+    data-loader workers, and PyTorch's SIGCHLD handler would raise "worker killed" wherever the main process is,
+    Lightning's own SIGTERM handler included. Once Lightning has installed that handler (before training starts),
+    this puts a step in front of it: the main process stops listening to SIGCHLD, then Lightning's runs."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        chain = signal.getsignal(signal.SIGTERM)
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main and callable(chain) and not isinstance(chain, _SigchldOffFirst):
+            signal.signal(signal.SIGTERM, _SigchldOffFirst(chain, os.getpid()))
+
+
+class _SigchldOffFirst:
+    """SIGTERM handler: in the main process SIGCHLD becomes a no-op, then ``chain`` runs; Lightning's teardown
+    puts the handlers from before the fit back."""
+
+    def __init__(self, chain, main_pid: int) -> None:  # noqa: ANN001 - a signal handler
+        self.chain, self.main_pid = chain, main_pid
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if os.getpid() == self.main_pid:
+            signal.signal(signal.SIGCHLD, _ignore_signal)
+        self.chain(signum, frame)
+
+
+def _ignore_signal(signum: int, frame: object) -> None:
+    """A Python no-op rather than SIG_DFL: a SIGCHLD already pending would otherwise make Python print "Signal 17
+    ignored due to race condition" when it gets to it."""

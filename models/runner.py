@@ -29,6 +29,7 @@ from .callbacks import (
     DynamicTemperature,
     EpochLine,
     LastCheckpoint,
+    QuietWorkerExit,
     ReseedEachEpoch,
     Throughput,
     ValidateLastEpoch,
@@ -261,7 +262,7 @@ def train(
         enable_version_counter=False,
     )  # fmt: skip
     throughput = Throughput()
-    callbacks = [last, best, throughput, ReseedEachEpoch(recipe.train.seed), ValidateLastEpoch()]
+    callbacks = [last, best, throughput, ReseedEachEpoch(recipe.train.seed), ValidateLastEpoch(), QuietWorkerExit()]
     callbacks.append(LearningRateMonitor("step"))
     if not recipe.train.progress_bar:
         callbacks.append(EpochLine())

@@ -69,3 +69,25 @@ def test_stopping_a_training_with_workers_leaves_no_process(signum, group, code,
         time.sleep(0.1)
     assert not [p for p in seen if alive(p)]
     assert "weights_only" not in err and "Tip:" not in err and "Warning" not in err  # clean output
+
+
+def test_the_tools_sigterm_handler_raises_only_outside_lightnings_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside fit Lightning stops at a step boundary; an exception raised from the handler there could land in a
+    ``__del__`` or a logging lock and be swallowed. Outside fit the handler raises ``Terminated``."""
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    import _cli
+
+    saved = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGCHLD)
+    try:
+        monkeypatch.setattr(_cli, "_TERMINATED", [])
+        signal.signal(signal.SIGTERM, lambda signum, frame: _cli._on_sigterm(signum, frame))  # a chain, as in fit
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+        assert _cli._TERMINATED == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGCHLD) is _cli._ignore_signal
+        monkeypatch.setattr(_cli, "_TERMINATED", [])
+        signal.signal(signal.SIGTERM, _cli._on_sigterm)
+        with pytest.raises(_cli.Terminated, match="SIGTERM"):
+            _cli._on_sigterm(signal.SIGTERM, None)
+    finally:
+        signal.signal(signal.SIGTERM, saved[0])
+        signal.signal(signal.SIGCHLD, saved[1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import signal
 from types import SimpleNamespace
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 from convblocks import DynamicConv2d
 from data.datamodule import EpochShuffle
 from models import build_model
-from models.callbacks import DynamicTemperature
+from models.callbacks import DynamicTemperature, QuietWorkerExit
 from models.optim import build_optimizer, build_scheduler, lr_factor
 from models.train_config import OptimizerConfig, ScheduleConfig, TemperatureConfig
 
@@ -90,3 +91,20 @@ def test_precision_auto_is_bf16_only_where_the_hardware_has_it(monkeypatch: pyte
     assert resolve_precision("auto", "auto") == resolve_precision("auto", "cpu") == "bf16-mixed"
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     assert resolve_precision("auto", "cpu") == "32-true"
+
+
+def test_sigterm_in_fit_turns_sigchld_off_before_lightnings_handler_runs() -> None:
+    """A killed worker's SIGCHLD must not raise inside Lightning's SIGTERM handler (it logs a line first)."""
+    seen = []
+    saved = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGCHLD)
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signal.getsignal(signal.SIGCHLD)))
+        QuietWorkerExit().on_train_start(None, None)
+        QuietWorkerExit().on_train_start(None, None)  # fit's second start: still one step in front
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+        assert len(seen) == 1 and callable(seen[0]) and seen[0] not in (signal.SIG_DFL, signal.SIG_IGN)
+        assert seen[0](signal.SIGCHLD, None) is None
+    finally:
+        signal.signal(signal.SIGTERM, saved[0])
+        signal.signal(signal.SIGCHLD, saved[1])

@@ -32,11 +32,14 @@ def is_user_error(exc: BaseException) -> bool:
 
 
 class Terminated(Exception):
-    """SIGTERM (a scheduler stopping the job, ``timeout``, ``kill``), raised in the main thread so that training
-    unwinds through Lightning's teardown and the tool ends with one line instead of a worker's traceback."""
+    """SIGTERM (a scheduler stopping the job, ``timeout``, ``kill``) outside Lightning's fit, raised in the main
+    thread so that the tool ends with one line instead of a worker's traceback."""
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
+def _on_sigterm(signum: int, frame: object) -> None:
+    """Notes the stop. Inside fit Lightning's own handler runs first and stops at the end of the current step
+    (a ``SystemExit``): raising here could land in a ``__del__`` or a logging lock and be swallowed. Elsewhere
+    (building the data, evaluating) it raises ``Terminated``."""
     if os.getpid() != _MAIN_PID:  # a forked data-loader worker: end quietly, as SIGTERM's default would
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
@@ -48,7 +51,8 @@ def _raise_terminated(signum: int, frame: object) -> None:
     # A Python no-op, not SIG_DFL: a SIGCHLD already pending would otherwise print "Signal 17 ignored due to
     # race condition" with a traceback when Python gets to it.
     signal.signal(signal.SIGCHLD, _ignore_signal)
-    raise Terminated(signal.Signals(signum).name)
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:  # not inside Lightning's handler chain
+        raise Terminated(signal.Signals(signum).name)
 
 
 def _ignore_signal(signum: int, frame: object) -> None:
@@ -112,32 +116,38 @@ def run(main: Callable[[], int | None]) -> int:
     """
     keep_freed_memory()
     show_library_messages()
-    signal.signal(signal.SIGTERM, _raise_terminated)  # Lightning adds its own handler to this one during fit
+    signal.signal(signal.SIGTERM, _on_sigterm)  # Lightning puts its own handler in front during fit
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _interrupt)
     try:
         return int(main() or 0)
     except KeyboardInterrupt:
-        print("interrupted; resume with --resume (the last epoch checkpoint is kept)", file=sys.stderr)
-        return 130
-    except SystemExit:
-        if not _INTERRUPTED:  # Lightning's exit(1) after Ctrl-C in fit: the same one line and code
-            raise
-        print("interrupted; resume with --resume (the last epoch checkpoint is kept)", file=sys.stderr)
-        return 130
-    except Exception as exc:  # after a SIGTERM, whatever teardown raised is part of the stop
-        if not _TERMINATED and is_user_error(exc) and not os.environ.get("CONVZOO_DEBUG"):
+        return _interrupted()
+    except BaseException as exc:  # after a SIGTERM, Lightning's stop or whatever teardown raised is part of it
+        if _TERMINATED:
+            _stopped()
+        if isinstance(exc, SystemExit) and _INTERRUPTED:  # Lightning's exit(1) after Ctrl-C in fit
+            return _interrupted()
+        if isinstance(exc, Exception) and is_user_error(exc) and not os.environ.get("CONVZOO_DEBUG"):
             print(f"error: {one_line(exc)}", file=sys.stderr)
             return 2
-        if not _TERMINATED:
-            raise
-        name = signal.Signals(_TERMINATED[0]).name
-        print(f"stopped by {name}; resume with --resume (the last epoch checkpoint is kept)", file=sys.stderr)
-        # Lightning's teardown has run and checkpoints are written atomically. Leave now: the interpreter's
-        # exit handlers would shut the killed data-loader workers down again and print their tracebacks.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(143)
+        raise
+
+
+def _interrupted() -> int:
+    print("interrupted; resume with --resume (the last epoch checkpoint is kept)", file=sys.stderr)
+    return 130
+
+
+def _stopped() -> None:
+    """One line and exit 143 (128 + SIGTERM). Lightning's teardown has run and checkpoints are written
+    atomically. Leave now: the interpreter's exit handlers would shut the killed data-loader workers down again
+    and print their tracebacks."""
+    name = signal.Signals(_TERMINATED[0]).name
+    print(f"stopped by {name}; resume with --resume (the last epoch checkpoint is kept)", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(143)
 
 
 def stats_table(stats: Mapping[str, float], title: str = "") -> str:
