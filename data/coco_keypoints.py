@@ -32,6 +32,7 @@ from data.coco_io import (
 from data.errors import DataError
 from data.heatmap import HeatmapCodec
 from data.keypoint_meta import KeypointMeta
+from data.placement import Placement
 from data.targets import check_targets, encode_targets
 from data.transforms import apply_affine, box_to_center_scale, crop_affine, invert_affine, warp_image
 
@@ -77,6 +78,7 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
     detections under `det_score_thr`, and images missing on disk, empty, truncated or unreadable when
     `missing_images="skip"` (listed in `skipped_images`).
     ``cache_images`` decodes every image once, up front (small data sets: the synthetic one is 236 MB).
+    ``placement`` zooms the crop out and moves the person in it (``data.placement``, ``data.placement.Placement``).
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
         padding: float = 1.25,
         cache_images: bool = False,
         targets: tuple[str, ...] = ("heatmap",),
+        placement: Placement | None = None,
     ) -> None:
         if missing_images not in ("error", "skip"):
             raise DataError(f"missing_images must be 'error' or 'skip', got {missing_images!r}")
@@ -111,6 +114,7 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
         if isinstance(augment, dict):
             augment = TopDownAugmentConfig.from_dict(augment)
         self.augment = TopDownAugment(augment, self.meta, self.aspect_ratio) if augment else None
+        self.placement = placement
         self.flip_index = self.meta.flip_index()
         self.targets = check_targets(targets)
         self.skipped: Counter[str] = Counter()
@@ -223,7 +227,11 @@ class CocoKeypointDataset(EpochSeeded, Dataset):
         if self.augment is not None:
             rng = self._rng(draw)
             crop = self.augment.sample(crop, inst.keypoints, rng)
-        matrix = crop_affine(crop.center, crop.scale, self.input_size, crop.rotation, crop.flip)
+        zoom = 1.0 if self.placement is None else self.placement.zoom
+        matrix = crop_affine(crop.center, crop.scale * zoom, self.input_size, crop.rotation, crop.flip)
+        if self.placement is not None:  # augmented: a new draw each epoch; else fixed per instance (validation)
+            offset = self.placement.offset(rng if rng is not None else np.random.default_rng(index))
+            matrix = self.placement.place(matrix, inst.center, self.input_size, offset)
         patch = warp_image(image, matrix, self.input_size)
         kpts = np.concatenate([apply_affine(inst.keypoints[:, :2], matrix), inst.keypoints[:, 2:]], axis=1)
         if crop.flip:

@@ -21,6 +21,7 @@ from data.errors import DataError
 from data.synthetic_presets import SYNTH_PRESETS
 
 if TYPE_CHECKING:
+    from data.placement import Placement
     from data.synthetic import SynthConfig
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,37 @@ class HeatmapOptions(Strict):
     refine: Literal["none", "quarter", "dark"] = "dark"
 
 
+class PlacementRange(Strict):
+    """Offsets of the person's box centre from the crop centre, fractions of the crop size: U(low, high)."""
+
+    x: tuple[float, float] = (0.0, 0.0)
+    y: tuple[float, float] = (0.0, 0.0)
+
+
+class PlacementOptions(Strict):
+    """``data.placement`` (pose): the crop zoomed out ``zoom`` times and the person moved in it, with offsets
+    from the ``train`` and ``val`` ranges; different ranges make an unseen-position split."""
+
+    zoom: float = Field(1.0, ge=1.0)
+    train: PlacementRange = Field(default_factory=PlacementRange)
+    val: PlacementRange = Field(default_factory=PlacementRange)
+
+    @model_validator(mode="after")
+    def _valid_ranges(self) -> PlacementOptions:
+        self.placement("train"), self.placement("val")
+        return self
+
+    def placement(self, split: Literal["train", "val"]) -> Placement:
+        """The dataset's ``Placement`` for ``split``."""
+        from data.placement import Placement  # numpy: not needed to validate a recipe
+
+        where = self.train if split == "train" else self.val
+        try:
+            return Placement(self.zoom, where.x, where.y)
+        except ValueError as exc:
+            raise ValueError(f"{split}.{exc}") from None
+
+
 class DataConfig(Strict):
     """Data files, crops, augmentation and loaders for one task."""
 
@@ -84,6 +116,7 @@ class DataConfig(Strict):
     synthetic: SyntheticOptions = Field(default_factory=SyntheticOptions)
     heatmap: HeatmapOptions = Field(default_factory=HeatmapOptions)
     augment: dict[str, Any] | bool = True
+    placement: PlacementOptions | None = None
     det_file: str | None = None
     det_score_thr: float = Field(0.0, ge=0.0, le=1.0)
     missing_images: Literal["error", "skip"] = "error"

@@ -49,14 +49,16 @@ class PoseData(TaskData):
     def datasets(self, cfg, paths, input_size, codec, train, targets):  # noqa: ANN001, ANN201 - as TaskData
         augment = None if cfg.augment is False else (cfg.augment if isinstance(cfg.augment, dict) else {})
         common = {"missing_images": cfg.missing_images, "cache_images": cfg.cache_images, "targets": targets}
+        place = cfg.placement.placement if cfg.placement is not None else lambda split: None
         train_set = None
         if train:
             train_set = CocoKeypointDataset(
-                paths["train_ann"], paths["train_images"], input_size, codec, augment=augment, **common
-            )
+                paths["train_ann"], paths["train_images"], input_size, codec, augment=augment,
+                placement=place("train"), **common,
+            )  # fmt: skip
         val = CocoKeypointDataset(
             paths["val_ann"], paths["val_images"], input_size, codec, det_file=paths.get("det_file"),
-            det_score_thr=cfg.det_score_thr, **common,
+            det_score_thr=cfg.det_score_thr, placement=place("val"), **common,
         )  # fmt: skip
         return train_set, val
 
@@ -74,6 +76,8 @@ class DetectionData(TaskData):
     collate = staticmethod(detection_collate)
 
     def datasets(self, cfg, paths, input_size, codec, train, targets):  # noqa: ANN001, ANN201 - as TaskData
+        if cfg.placement is not None:
+            raise DataError("data.placement moves the person in a pose crop; remove it from a detection recipe")
         augment = None if cfg.augment is False else (cfg.augment if isinstance(cfg.augment, dict) else {})
         train_set = None
         if train:

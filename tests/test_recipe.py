@@ -70,6 +70,9 @@ def test_dotted_overrides_parse_yaml_values(base: Path) -> None:
         ("data.dataset=coco", "dataset 'coco' needs data.root=/path/to/coco"),
         ("train.optimiser.lr=1", "train.optimiser: unknown key; did you mean 'optimizer'?"),
         ("train.schedule.milestones=[120, 90]", "schedule.milestones must be increasing"),
+        ("data.placement.val.x=[0.3,0.1]", "data.placement: val.x must be (low, high) with -0.5 <= low <= high <= 0.5"),
+        ("data.placement.zoom=0.5", "data.placement.zoom: Input should be greater than or equal to 1"),
+        ("data.placement.train.z=[0,1]", "data.placement.train.z: unknown key"),
     ],
 )
 def test_bad_values_name_the_key(base: Path, override: str, message: str) -> None:
