@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data.transforms import apply_affine
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -42,5 +44,5 @@ class Placement:
         out_h, out_w = output_size
         target = np.array([(out_w - 1) * 0.5, (out_h - 1) * 0.5]) + np.asarray(offset) * (out_w, out_h)
         placed = np.array(matrix, dtype=np.float64)
-        placed[:, 2] += target - (placed[:, :2] @ np.asarray(person_center, dtype=np.float64) + placed[:, 2])
+        placed[:, 2] += target - apply_affine(person_center, placed)
         return placed
